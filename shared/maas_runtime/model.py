@@ -1,0 +1,69 @@
+"""A verified, loaded model: the one object handlers and the serving program call."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from .artifact import verify_artifact
+from .errors import ArtifactError, InvalidInput, LimitExceeded
+from .session import get_session
+from .tasks import TASKS, Prediction
+
+
+class Model:
+    def __init__(self, folder: str | os.PathLike):
+        started = time.perf_counter()
+        self.folder = Path(folder)
+        self.card = verify_artifact(self.folder)
+        task = TASKS.get(self.card.get("task"))
+        if task is None:
+            raise ArtifactError(f"model card names an unknown task {self.card.get('task')!r}")
+        self.session = get_session(self.folder / self.card["model_file"])
+        self.task = task(self.card, self.folder, self.session)
+        self.max_batch = int(self.card["serving"]["max_batch"])
+        self.load_seconds = time.perf_counter() - started
+
+    @property
+    def name(self) -> str:
+        return self.card["name"]
+
+    @property
+    def version(self) -> str:
+        return self.card["version"]
+
+    def predict(self, inputs, parameters=None) -> Prediction:
+        """Validate a batch against the serving limits, run it, return outputs and usage."""
+        if parameters is None:
+            parameters = {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput("parameters must be an object")
+        if not isinstance(inputs, list):
+            raise InvalidInput("inputs must be a list")
+        if not inputs:
+            raise InvalidInput("inputs must not be empty")
+        if len(inputs) > self.max_batch:
+            raise LimitExceeded(f"{len(inputs)} inputs; model {self.name!r} takes at most {self.max_batch} per request")
+        return self.task.run(inputs, parameters)
+
+
+_models: dict[str, Model] = {}
+_lock = threading.Lock()
+
+
+def load_model(folder: str | os.PathLike) -> Model:
+    """The model in ``folder``, verified and loaded once per process, then reused."""
+    key = os.path.realpath(folder)
+    with _lock:
+        model = _models.get(key)
+        if model is None:
+            model = Model(key)
+            _models[key] = model
+        return model
+
+
+def forget_models() -> None:
+    with _lock:
+        _models.clear()

@@ -1,0 +1,31 @@
+"""Text to token ids with Hugging Face `tokenizers`: batch padding, truncation, counts."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from tokenizers import Tokenizer
+
+
+class TextEncoder:
+    def __init__(self, tokenizer_path: str | os.PathLike, max_length: int):
+        self.max_length = max_length
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        # Shipped tokenizer.json files often pad every input to a fixed length: pad to the
+        # longest input of the batch instead, so a short request pays for short inputs.
+        pad = self.tokenizer.padding or {}
+        self.tokenizer.enable_padding(
+            pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"), length=None
+        )
+        self.tokenizer.enable_truncation(max_length=max_length)
+
+    def encode(self, texts: list[str]) -> tuple[dict[str, np.ndarray], int]:
+        """Model feeds for a batch, and how many of its texts were truncated."""
+        encodings = self.tokenizer.encode_batch(texts)
+        feeds = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        return feeds, sum(1 for e in encodings if e.overflowing)
