@@ -1,0 +1,227 @@
+"""The per-model Lambda function: one deployment per model, which model comes from its environment.
+
+The artifact is either packaged with the function (MAAS_MODEL_DIR) or fetched from S3
+(MAAS_MODEL_S3_URI) into /tmp once per cold start, verified against the card's sha256 and kept
+while the instance is warm. Routes, validation and errors are maas_api's; this module only
+adapts the runtime library (maas_runtime) to them.
+
+Handler: ``app.lambda_handler``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from maas_api import ApiFunction
+from maas_api.constants import (
+    DEFAULT_CATALOG_FILE,
+    ENV_CATALOG_PATH,
+    ENV_MODEL_DIR,
+    ENV_MODEL_NAME,
+    ENV_MODEL_S3_URI,
+    ENV_TMP_DIR,
+)
+from maas_api.errors import ApiError, BadGateway, GatewayTimeout, Unavailable, from_runtime
+from maas_runtime import CARD_FILE, ArtifactError, RuntimeLibraryError, load_model, read_card, verify_artifact
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything this function needs to know, read from the environment in one place."""
+
+    model_name: str
+    model_dir: str | None = None
+    model_s3_uri: str | None = None
+    catalog_path: str | None = None
+    tmp_dir: str | None = None
+
+    @classmethod
+    def from_env(cls, env=None) -> "Config":
+        env = os.environ if env is None else env
+        model_dir = env.get(ENV_MODEL_DIR)
+        if model_dir and not os.path.isabs(model_dir):
+            model_dir = str(HERE / model_dir)
+        return cls(
+            model_name=env.get(ENV_MODEL_NAME, ""),
+            model_dir=model_dir or None,
+            model_s3_uri=env.get(ENV_MODEL_S3_URI) or None,
+            catalog_path=env.get(ENV_CATALOG_PATH) or str(HERE / DEFAULT_CATALOG_FILE),
+            tmp_dir=env.get(ENV_TMP_DIR) or None,
+        )
+
+
+# --- the artifact from S3 --------------------------------------------------------------------
+
+_MISSING = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
+_DENIED = {"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "ExpiredToken", "InvalidObjectState"}
+_BUSY = {"SlowDown", "Throttling", "ThrottlingException", "503", "ServiceUnavailable", "RequestTimeout"}
+
+
+def s3_client():
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        "s3",
+        config=BotoConfig(connect_timeout=2, read_timeout=20, retries={"mode": "standard", "max_attempts": 3}),
+    )
+
+
+def _s3_error(exc: Exception) -> ApiError:
+    """An S3 failure as the status a client should see; the bucket and key stay in the logs."""
+    from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+
+    if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError)):
+        return GatewayTimeout("timed out fetching the model artifact; retry shortly", code="artifact_timeout")
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _MISSING:
+            return Unavailable("the model artifact is missing from its store", code="artifact_missing")
+        if code in _DENIED:
+            return BadGateway("the model artifact store refused access", code="artifact_access_denied")
+        if code in _BUSY:
+            return Unavailable("the model artifact store is busy; retry shortly", code="artifact_store_busy")
+    return BadGateway("fetching the model artifact failed", code="artifact_fetch_failed")
+
+
+class S3Artifact:
+    """s3://bucket/prefix/ holding card.json and the files it lists, downloaded into a fresh folder."""
+
+    def __init__(self, uri: str, tmp_dir: str | None = None, client=None):
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise Unavailable("this function's artifact location is misconfigured", code="misconfigured")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.lstrip("/")
+        if self.prefix and not self.prefix.endswith("/"):
+            self.prefix += "/"
+        self.tmp_dir = tmp_dir
+        self._client = client
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = s3_client()
+        return self._client
+
+    def _get(self, name: str, dest: Path) -> None:
+        response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)
+        with open(dest, "wb") as fh:
+            for chunk in response["Body"].iter_chunks(1 << 20):
+                fh.write(chunk)
+
+    def fetch(self) -> Path:
+        """Download and verify; a folder that fails verification is deleted, never served."""
+        folder = Path(tempfile.mkdtemp(prefix="maas-model-", dir=self.tmp_dir))
+        try:
+            self._get(CARD_FILE, folder / CARD_FILE)
+            card = read_card(folder)
+            for name in card["files"]:
+                if "/" in name or "\\" in name or name.startswith(".") or name == CARD_FILE:
+                    raise ArtifactError(f"model card names an unsafe file path {name!r}")
+                self._get(name, folder / name)
+            verify_artifact(folder, card)
+            return folder
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+
+# --- the backend: the runtime library, loaded once per instance --------------------------------
+
+
+class LocalModelBackend:
+    def __init__(self, config: Config, s3=None):
+        self.config = config
+        self.name = config.model_name
+        self._s3 = s3
+        self._model = None
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    def _folder(self) -> Path:
+        if self.config.model_dir:
+            return Path(self.config.model_dir)
+        if self.config.model_s3_uri:
+            source = S3Artifact(self.config.model_s3_uri, self.config.tmp_dir, client=self._s3)
+            try:
+                return source.fetch()
+            except RuntimeLibraryError:
+                raise
+            except Exception as exc:
+                raise _s3_error(exc) from exc
+        raise Unavailable("this function has no model configured", code="misconfigured")
+
+    def model(self):
+        """The loaded model; the first call fetches, verifies and loads it (a failure is retried next time)."""
+        if self._model is not None:
+            return self._model
+        with self._lock:
+            if self._model is None:
+                if not self.name:
+                    raise Unavailable("this function has no model configured", code="misconfigured")
+                try:
+                    model = load_model(self._folder())
+                except RuntimeLibraryError as exc:
+                    self._error = exc.code
+                    raise from_runtime(exc) from exc
+                except ApiError as exc:
+                    self._error = exc.code
+                    raise
+                if model.name != self.name:
+                    self._error = "artifact_invalid"
+                    raise Unavailable(
+                        f"the packaged artifact is for model {model.name!r}, not {self.name!r}", code="artifact_invalid"
+                    )
+                self._model, self._error = model, None
+        return self._model
+
+    def task(self) -> str:
+        return self.model().card["task"]
+
+    def predict(self, inputs: list, parameters: dict) -> dict:
+        model = self.model()
+        try:
+            prediction = model.predict(inputs, parameters)
+        except RuntimeLibraryError as exc:
+            raise from_runtime(exc) from exc
+        return {"model": model.name, "version": model.version, "outputs": prediction.outputs, "usage": prediction.usage}
+
+    def status(self) -> dict:
+        model = self._model
+        return {"loaded": model is not None, "version": model.version if model else None, "error": self._error}
+
+
+def create_function(config: Config, s3=None) -> ApiFunction:
+    return ApiFunction(LocalModelBackend(config, s3=s3), config.catalog_path)
+
+
+# --- the Lambda entry point ------------------------------------------------------------------
+
+_function: ApiFunction | None = None
+
+
+def lambda_handler(event, context):
+    global _function
+    if _function is None:
+        _function = create_function(Config.from_env())
+    return _function.invoke(event, context)
+
+
+if os.environ.get(ENV_MODEL_NAME):
+    # Lambda's init phase runs at full CPU and before the first request's clock starts:
+    # fetch, verify and load the model now. A failure here is answered per request (503/502)
+    # and retried on the next one, rather than crashing the init.
+    _function = create_function(Config.from_env())
+    try:
+        _function.backend.model()
+    except ApiError:
+        pass

@@ -1,0 +1,92 @@
+"""The error envelope and the one place where failures become HTTP statuses.
+
+Every error a client sees is ``{"error": {"code", "message"}, "request_id"}``. Messages name
+the problem in the request; they never carry a stack trace, a file path or an AWS account id.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class ApiError(Exception):
+    """An error with a status and a stable code, safe to show to a client as it is."""
+
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+    code = "internal_error"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, headers=None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = HTTPStatus(status)
+        if code is not None:
+            self.code = code
+        self.headers = dict(headers or {})
+
+
+class BadRequest(ApiError):
+    status, code = HTTPStatus.BAD_REQUEST, "bad_request"
+
+
+class NotFound(ApiError):
+    status, code = HTTPStatus.NOT_FOUND, "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code = HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"
+
+
+class Unprocessable(ApiError):
+    status, code = HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_input"
+
+
+class Throttled(ApiError):
+    status, code = HTTPStatus.TOO_MANY_REQUESTS, "throttled"
+
+
+class BadGateway(ApiError):
+    status, code = HTTPStatus.BAD_GATEWAY, "upstream_error"
+
+
+class Unavailable(ApiError):
+    status, code = HTTPStatus.SERVICE_UNAVAILABLE, "model_unavailable"
+
+
+class GatewayTimeout(ApiError):
+    status, code = HTTPStatus.GATEWAY_TIMEOUT, "upstream_timeout"
+
+
+# maas_runtime error codes -> (status, code shown to clients). The runtime knows nothing of HTTP.
+RUNTIME_STATUS = {
+    "invalid_input": (HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_input"),
+    "limit_exceeded": (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "limit_exceeded"),
+    "artifact_invalid": (HTTPStatus.SERVICE_UNAVAILABLE, "artifact_invalid"),
+}
+
+
+def from_runtime(exc) -> ApiError:
+    """An ApiError for a maas_runtime.RuntimeLibraryError (duck-typed: .code and .message)."""
+    status, code = RUNTIME_STATUS.get(getattr(exc, "code", ""), (HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error"))
+    message = getattr(exc, "message", "") or "the model could not answer"
+    if status == HTTPStatus.SERVICE_UNAVAILABLE:
+        message = f"the model artifact failed verification and is not served: {message}"
+    return ApiError(message, status=status, code=code)
+
+
+def envelope(code: str, message: str, request_id: str | None) -> dict:
+    return {"error": {"code": code, "message": message}, "request_id": request_id}
+
+
+def short(value, limit: int = 64) -> str:
+    """A client-supplied value quoted for an error message, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"

@@ -1,0 +1,416 @@
+"""One model's API function: the Powertools REST resolver, Logger, Tracer and Metrics around a backend.
+
+The per-model Lambda handler (a local ONNX model) and the SageMaker proxy (a remote endpoint)
+differ only in their backend; routes, validation, errors, metrics and the OpenAPI document are
+defined here once. Each `ApiFunction` is one warm "instance": in Lambda there is one per process;
+the local API keeps one per model and never runs two requests through the same one at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import struct
+import time
+from contextlib import nullcontext
+from http import HTTPStatus
+from typing import Annotated, Any, Protocol
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+from . import __version__
+from .catalog import Catalog
+from .constants import API_KEY_HEADER, JSON, MAX_BODY_BYTES, MAX_JSON_DEPTH, METRICS_NAMESPACE, REQUEST_ID_HEADER
+from .errors import (
+    ApiError,
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unprocessable,
+    UnsupportedMediaType,
+    envelope,
+    short,
+)
+from .schemas import (
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ErrorResponse,
+    Health,
+    InvokeRequest,
+    InvokeResponse,
+    ModelList,
+)
+
+
+class Backend(Protocol):
+    """What answers for one model: a local ONNX model, or a SageMaker endpoint."""
+
+    name: str
+
+    def task(self) -> str:
+        """The model's task ("embedding", ...); may load the model."""
+
+    def predict(self, inputs: list, parameters: dict) -> dict:
+        """{"model", "version", "outputs", "usage"}; raises ApiError on failure."""
+
+    def status(self) -> dict:
+        """{"loaded": bool, "version": str | None} without loading anything."""
+
+
+# The routes, in one table: registered with the resolver below, and used to tell a wrong
+# method (405) from an unknown path (404) and to find the routes that take a JSON body.
+ROUTES: tuple[tuple[str, str], ...] = (
+    ("GET", "/health"),
+    ("GET", "/openapi.json"),
+    ("GET", "/models"),
+    ("GET", "/models/<name>"),
+    ("POST", "/models/<name>/invoke"),
+    ("POST", "/v1/embeddings"),
+    ("POST", "/models/<name>/v1/embeddings"),
+)
+_ROUTE_RES = [(m, re.compile("^" + re.sub(r"<\w+>", r"[^/]+", r) + "/*$")) for m, r in ROUTES]
+
+_ERRORS = {
+    status: {"description": text, "content": {JSON: {"model": ErrorResponse}}}
+    for status, text in (
+        (400, "Malformed request (not JSON, empty, too deeply nested)"),
+        (404, "Unknown model or route"),
+        (413, "Too many inputs or too large a request"),
+        (415, "Content-Type is not application/json"),
+        (422, "The request does not fit the schema or the model's inputs"),
+        (429, "Throttled"),
+        (502, "A downstream service (SageMaker, S3) failed"),
+        (503, "The model is unavailable"),
+        (504, "A downstream service timed out"),
+    )
+}
+
+
+def allowed_methods(path: str) -> list[str]:
+    return sorted({m for m, rx in _ROUTE_RES if rx.match(path)})
+
+
+def _header(event: dict, name: str) -> str | None:
+    for key, value in (event.get("headers") or {}).items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def request_id_of(event: dict, context=None) -> str | None:
+    rid = ((event or {}).get("requestContext") or {}).get("requestId")
+    return rid or getattr(context, "aws_request_id", None)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def check_json_body(event: dict) -> None:
+    """Reject what no route can use, before routing: too large, not JSON, empty, too deep."""
+    raw = event.get("body")
+    if event.get("isBase64Encoded") and raw is not None:
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("the request body is not valid base64") from None
+    else:
+        data = (raw or "").encode("utf-8", "surrogatepass")
+    if len(data) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the request body is {len(data)} bytes; the limit is {MAX_BODY_BYTES}")
+    content_type = (_header(event, "content-type") or "").split(";")[0].strip().lower()
+    if content_type and content_type != JSON:
+        raise UnsupportedMediaType(f"Content-Type must be {JSON}, got {short(content_type)}")
+    if not data.strip():
+        raise BadRequest('the request body is empty; send a JSON object such as {"inputs": [...]}')
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not UTF-8 text") from None
+    try:
+        parsed = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BadRequest(f"the request body is nested too deeply (limit {MAX_JSON_DEPTH} levels)") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    if _depth(parsed) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the request body is nested too deeply (limit {MAX_JSON_DEPTH} levels)")
+    if not isinstance(parsed, dict):
+        raise Unprocessable(f"the request body must be a JSON object, got {type(parsed).__name__}")
+
+
+def _validation_message(errors: list[dict]) -> str:
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg') or err.get('type')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def _float32_base64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+class ApiFunction:
+    """The handler for one model, with its own resolver, logger, tracer and metrics."""
+
+    def __init__(self, backend: Backend, catalog_path: str | None):
+        self.backend = backend
+        self.catalog_path = catalog_path
+        self._catalog: Catalog | None = None
+        self._openapi: str | None = None
+        service = f"maas-{backend.name}"
+        self.logger = Logger(service=service)
+        self.tracer = Tracer(service=service)
+        self.metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=service)
+        self.metrics.set_default_dimensions(model=backend.name)
+        self.app = self._build_app()
+        handler = self.metrics.log_metrics(capture_cold_start_metric=True)(self._resolve)
+        handler = self.tracer.capture_lambda_handler(handler)
+        self._handler = self.logger.inject_lambda_context(
+            correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True
+        )(handler)
+
+    # --- the Lambda entry point ---------------------------------------------------------------
+
+    def invoke(self, event: dict, context) -> dict:
+        return self._handler(event, context)
+
+    __call__ = invoke
+
+    def _resolve(self, event: dict, context) -> dict:
+        request_id = request_id_of(event, context)
+        method = str(event.get("httpMethod") or "").upper()
+        path = str(event.get("path") or "/")
+        try:
+            if method == "POST" and "POST" in allowed_methods(path):
+                check_json_body(event)
+            result = self.app.resolve(event, context)
+        except ApiError as exc:
+            result = self._error_dict(exc, request_id)
+        if request_id:
+            if isinstance(result.get("multiValueHeaders"), dict):
+                result["multiValueHeaders"][REQUEST_ID_HEADER] = [request_id]
+            else:
+                result.setdefault("headers", {})[REQUEST_ID_HEADER] = request_id
+        return result
+
+    def _error_dict(self, exc: ApiError, request_id: str | None) -> dict:
+        self.logger.info("request rejected", extra={"status": int(exc.status), "code": exc.code})
+        return {
+            "statusCode": int(exc.status),
+            "headers": {"Content-Type": JSON, **exc.headers},
+            "body": json.dumps(envelope(exc.code, exc.message, request_id)),
+            "isBase64Encoded": False,
+        }
+
+    # --- helpers the routes use ---------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = Catalog.load(self.catalog_path)
+        return self._catalog
+
+    def _request_id(self) -> str | None:
+        return request_id_of(self.app.current_event.raw_event, self.app.lambda_context)
+
+    def _error_response(self, exc: ApiError) -> Response:
+        if exc.status >= 500:
+            self.logger.warning("request failed", extra={"status": int(exc.status), "code": exc.code})
+        else:
+            self.logger.info("request rejected", extra={"status": int(exc.status), "code": exc.code})
+        return Response(
+            status_code=int(exc.status),
+            content_type=JSON,
+            body=json.dumps(envelope(exc.code, exc.message, self._request_id())),
+            headers=exc.headers or None,
+        )
+
+    def _own_model(self, name: str) -> None:
+        if name != self.backend.name:
+            raise NotFound(
+                f"unknown model {short(name)} for this route; this function serves {self.backend.name!r} "
+                "(GET /models lists every model)"
+            )
+
+    def _predict(self, inputs: list, parameters: dict) -> dict:
+        started = time.perf_counter()
+        span = nullcontext() if self.tracer.disabled else self.tracer.provider.in_subsegment("## predict")
+        with span:
+            result = self.backend.predict(inputs, parameters)
+        latency_ms = (time.perf_counter() - started) * 1000
+        usage = result.get("usage") or {}
+        self.metrics.add_metric(name="latency", unit=MetricUnit.Milliseconds, value=latency_ms)
+        self.metrics.add_metric(name="batch_size", unit=MetricUnit.Count, value=len(inputs))
+        if "input_tokens" in usage:
+            self.metrics.add_metric(name="input_tokens", unit=MetricUnit.Count, value=usage["input_tokens"])
+        self.logger.info(
+            "invoked", extra={"batch_size": len(inputs), "latency_ms": round(latency_ms, 2), "usage": usage}
+        )
+        return result
+
+    def _embeddings(self, body: EmbeddingsRequest, path_name: str | None) -> dict:
+        own = self.backend.name
+        if path_name is not None:
+            self._own_model(path_name)
+        if body.model != own:
+            hint = (
+                f"this endpoint serves {own!r}"
+                if path_name is not None
+                else f"this function serves {own!r}; use base_url .../models/<model>/v1 for another embedding model"
+            )
+            raise NotFound(f"model {short(body.model)} is not an embedding model served here: {hint}")
+        if self.backend.task() != "embedding":
+            raise NotFound(f"model {own!r} is not an embedding model; use POST /models/{own}/invoke")
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts:
+            raise Unprocessable("input must not be empty")
+        result = self._predict(texts, {})
+        vectors = result["outputs"]
+        if body.dimensions is not None and vectors and body.dimensions != len(vectors[0]):
+            raise Unprocessable(f"dimensions: model {own!r} returns {len(vectors[0])} dimensions only")
+        encode = _float32_base64 if body.encoding_format == "base64" else (lambda v: v)
+        tokens = int((result.get("usage") or {}).get("input_tokens", 0))
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+            "model": own,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    def openapi_json(self) -> str:
+        if self._openapi is None:
+            self._openapi = self.app.get_openapi_json_schema(
+                title="maas: models as a service",
+                version=__version__,
+                summary="Optimized ONNX models behind one HTTPS API",
+                description="Each model has its own function; errors are "
+                '{"error": {"code", "message"}, "request_id"}.',
+                security_schemes={"apiKey": APIKey(name=API_KEY_HEADER, in_=APIKeyIn.header)},
+                security=[{"apiKey": []}],
+            )
+        return self._openapi
+
+    # --- the resolver and its routes ----------------------------------------------------------
+
+    def _build_app(self) -> APIGatewayRestResolver:  # noqa: C901 - one route per nested function
+        app = APIGatewayRestResolver(enable_validation=True)
+        fn = self
+
+        @app.get("/health", summary="Liveness of this model's function", responses={503: _ERRORS[503]})
+        def health() -> Health:
+            status = fn.backend.status()
+            return Health(
+                status="ok" if not status.get("error") else "degraded",
+                model=fn.backend.name,
+                version=status.get("version"),
+                loaded=bool(status.get("loaded")),
+            )
+
+        @app.get("/openapi.json", include_in_schema=False)
+        def openapi():
+            return Response(status_code=200, content_type=JSON, body=fn.openapi_json())
+
+        @app.get("/models", summary="The model catalog", responses={503: _ERRORS[503]})
+        def list_models() -> ModelList:
+            return ModelList(models=fn.catalog.summaries())
+
+        @app.get(
+            "/models/<name>",
+            summary="One model's card: version, task, input/output schema, sha256, parity, target",
+            responses={404: _ERRORS[404], 503: _ERRORS[503]},
+        )
+        def get_model(name: str) -> dict:
+            return fn.catalog.card(name)
+
+        @app.post(
+            "/models/<name>/invoke",
+            summary="Run the model on a batch of inputs",
+            responses={s: _ERRORS[s] for s in (400, 404, 413, 415, 422, 429, 502, 503, 504)},
+        )
+        def invoke(name: str, body: Annotated[InvokeRequest, Body()]) -> InvokeResponse:
+            fn._own_model(name)
+            return fn._predict(body.inputs, body.parameters)
+
+        @app.post(
+            "/v1/embeddings",
+            summary="OpenAI-compatible embeddings (the model field names an embedding model)",
+            responses={s: _ERRORS[s] for s in (400, 404, 413, 415, 422, 429, 502, 503, 504)},
+        )
+        def embeddings(body: Annotated[EmbeddingsRequest, Body()]) -> EmbeddingsResponse:
+            return fn._embeddings(body, None)
+
+        @app.post(
+            "/models/<name>/v1/embeddings",
+            summary="OpenAI-compatible embeddings for one model (base_url .../models/<name>/v1)",
+            responses={s: _ERRORS[s] for s in (400, 404, 413, 415, 422, 429, 502, 503, 504)},
+        )
+        def model_embeddings(name: str, body: Annotated[EmbeddingsRequest, Body()]) -> EmbeddingsResponse:
+            return fn._embeddings(body, name)
+
+        @app.exception_handler(ApiError)
+        def api_error(exc: ApiError):
+            return fn._error_response(exc)
+
+        @app.exception_handler(RequestValidationError)
+        def validation_error(exc: RequestValidationError):
+            errors = list(exc.errors())
+            if any(e.get("type") == "json_invalid" for e in errors):
+                return fn._error_response(BadRequest("the request body is not valid JSON"))
+            return fn._error_response(Unprocessable(_validation_message(errors), code="schema_violation"))
+
+        @app.not_found
+        def not_found(_exc: NotFoundError):
+            event = app.current_event
+            allowed = allowed_methods(event.path)
+            if allowed:
+                return fn._error_response(
+                    MethodNotAllowed(
+                        f"{event.http_method} is not allowed on {short(event.path, 100)}; use {', '.join(allowed)}",
+                        headers={"Allow": ", ".join(allowed)},
+                    )
+                )
+            return fn._error_response(
+                NotFound(f"no route {event.http_method} {short(event.path, 100)}; GET /openapi.json lists the API")
+            )
+
+        @app.exception_handler(ServiceError)
+        def service_error(exc: ServiceError):
+            code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+            return fn._error_response(ApiError(exc.msg, status=exc.status_code, code=code))
+
+        @app.exception_handler(Exception)
+        def unexpected(exc: Exception):
+            fn.logger.exception("unhandled error")
+            return fn._error_response(ApiError("internal error; quote the request_id when reporting it"))
+
+        return app

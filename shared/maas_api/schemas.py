@@ -1,0 +1,93 @@
+"""Request and response bodies of the API, as pydantic models (they also make /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InvokeRequest(_Strict):
+    """Text models take strings; the image model takes 8x8 pixel arrays (0-16)."""
+
+    inputs: list[Any] = Field(
+        ...,
+        min_length=1,
+        description="One request's batch: strings for text models, 8x8 (or flat 64) pixel arrays for images.",
+        examples=[["The cat sat on the mat."]],
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Per-task options: embedding {normalize, truncate}; classifiers {top_k}.",
+    )
+
+
+class InvokeResponse(BaseModel):
+    model: str
+    version: str
+    outputs: list[Any]
+    usage: dict[str, Any]
+
+
+class EmbeddingsRequest(BaseModel):
+    """The OpenAI embeddings request. Token-id inputs are not supported: send text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., min_length=1, max_length=200)
+    input: str | list[str] = Field(..., description="A string or a list of strings.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingsUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingsUsage
+
+
+class ModelSummary(BaseModel):
+    name: str
+    version: str
+    task: str
+    target: str
+    description: str = ""
+    invoke_path: str
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    model: str
+    version: str | None = None
+    loaded: bool
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+    request_id: str | None = None
