@@ -244,6 +244,7 @@ def _parity(t: _Table, task: str) -> Parity:
             min_cosine=t.float("min_cosine", lo=0.0, hi=1.0, default=None),
             mean_cosine=t.float("mean_cosine", lo=0.0, hi=1.0, default=None),
         )
+        t.done()
         if parity.min_cosine is None and parity.mean_cosine is None:
             raise ManifestError(f"{t.where}.min_cosine: an embedding model needs min_cosine or mean_cosine")
     else:
@@ -251,11 +252,11 @@ def _parity(t: _Table, task: str) -> Parity:
             min_accuracy=t.float("min_accuracy", lo=0.0, hi=1.0, default=None),
             max_accuracy_drop=t.float("max_accuracy_drop", lo=0.0, hi=1.0, default=None),
         )
+        t.done()
         if parity.min_accuracy is None and parity.max_accuracy_drop is None:
             raise ManifestError(
                 f"{t.where}.min_accuracy: a classifier needs min_accuracy or max_accuracy_drop"
             )
-    t.done()
     return parity
 
 

@@ -1,0 +1,37 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tests never reach AWS or X-Ray: fake credentials and a default region keep boto3 happy under moto.
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def manifest():
+    from maas.manifest import load_manifest
+
+    return load_manifest(REPO / "models.toml")
+
+
+@pytest.fixture(scope="session")
+def built(manifest):
+    """The shipped demo models, built once (a cache hit when `maas build` already ran)."""
+    from maas.build import build_models
+
+    return {r.name: r for r in build_models(manifest)}

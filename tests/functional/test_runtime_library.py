@@ -1,0 +1,123 @@
+"""The runtime library on the real built artifacts: verification, limits, answers."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from maas_runtime import ArtifactError, InvalidInput, LimitExceeded, Model, load_model
+
+
+@pytest.fixture(scope="module")
+def minilm(built):
+    return load_model(built["minilm"].folder)
+
+
+@pytest.fixture(scope="module")
+def digits(built):
+    return load_model(built["digits"].folder)
+
+
+def _copy(built, name, tmp_path):
+    target = tmp_path / name
+    shutil.copytree(built[name].folder, target)
+    return target
+
+
+def test_tampered_model_file_is_refused(built, tmp_path):
+    folder = _copy(built, "digits", tmp_path)
+    data = bytearray((folder / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one flipped byte
+    (folder / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="does not match its sha256"):
+        Model(folder)
+
+
+def test_truncated_and_missing_files_are_refused(built, tmp_path):
+    folder = _copy(built, "minilm", tmp_path)
+    with open(folder / "model.onnx", "r+b") as fh:
+        fh.truncate(1000)
+    with pytest.raises(ArtifactError, match="truncated or replaced"):
+        Model(folder)
+    shutil.copyfile(built["minilm"].folder / "model.onnx", folder / "model.onnx")
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ArtifactError, match="'tokenizer.json' is missing"):
+        Model(folder)
+    (folder / "card.json").unlink()
+    with pytest.raises(ArtifactError, match="no model card"):
+        Model(folder)
+
+
+def test_card_with_path_tricks_is_refused(built, tmp_path):
+    folder = _copy(built, "digits", tmp_path)
+    card = json.loads((folder / "card.json").read_text())
+    card["files"]["../../etc/passwd"] = {"sha256": "0" * 64, "bytes": 1}
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ArtifactError, match="unsafe file path"):
+        Model(folder)
+
+
+def test_one_model_per_process(built, minilm):
+    assert load_model(built["minilm"].folder) is minilm
+
+
+def test_embeddings_are_normalized_and_similar_texts_are_close(minilm):
+    out = minilm.predict(["A man is playing a guitar.", "Someone plays an acoustic guitar.", "The stock market fell sharply."])
+    vectors = np.asarray(out.outputs)
+    assert vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+    assert out.usage["batch_size"] == 3 and out.usage["input_tokens"] > 15
+
+
+def test_serving_limits_and_bad_inputs(minilm, digits):
+    with pytest.raises(LimitExceeded, match="at most 32"):
+        minilm.predict(["x"] * 33)
+    with pytest.raises(InvalidInput, match="must not be empty"):
+        minilm.predict([])
+    with pytest.raises(InvalidInput, match=r"inputs\[1\] must be a string"):
+        minilm.predict(["ok", 5])
+    with pytest.raises(InvalidInput, match="unknown parameter"):
+        minilm.predict(["ok"], {"temperature": 1})
+    with pytest.raises(LimitExceeded, match="longer than 256 tokens"):
+        minilm.predict(["word " * 400], {"truncate": False})
+    assert minilm.predict(["word " * 400]).usage["truncated_inputs"] == 1
+    with pytest.raises(InvalidInput, match="64 pixel values"):
+        digits.predict([[1, 2, 3]])
+    with pytest.raises(InvalidInput, match="from 0 to 16"):
+        digits.predict([[[17] * 8] * 8])
+    with pytest.raises(InvalidInput, match="from 0 to 16"):
+        digits.predict([[[float("nan")] * 8] * 8])
+    with pytest.raises(InvalidInput, match="numbers only"):
+        digits.predict([[["a"] * 8] * 8])
+    with pytest.raises(InvalidInput, match="top_k"):
+        digits.predict([[[0] * 8] * 8], {"top_k": 11})
+
+
+def test_digits_classifies_held_out_images(digits):
+    from maas.recipes import digits as recipe
+
+    data = recipe.load_data()
+    out = digits.predict([img.tolist() for img in data.x_test[:200]], {"top_k": 3})
+    predicted = np.array([int(r[0]["label"]) for r in out.outputs])
+    assert (predicted == data.y_test[:200]).mean() >= 0.95
+    assert all(len(r) == 3 and r[0]["score"] >= r[1]["score"] >= r[2]["score"] for r in out.outputs)
+
+
+def test_serving_imports_neither_torch_nor_transformers(built, repo_root):
+    script = f"""
+import json, sys
+sys.path.insert(0, {str(repo_root / 'shared')!r})
+from maas_runtime import load_model
+e = load_model({str(built['minilm'].folder)!r}).predict(["does this need torch?"])
+d = load_model({str(built['digits'].folder)!r}).predict([[[0] * 8] * 8])
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'onnx', 'sklearn'))
+print(json.dumps({{"dims": len(e.outputs[0]), "label": d.outputs[0][0]["label"], "heavy": heavy}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["dims"] == 384 and report["label"] in "0123456789"
+    assert report["heavy"] == []

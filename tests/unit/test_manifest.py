@@ -1,0 +1,99 @@
+"""The manifest parser: the shipped file parses, and every kind of mistake is named precisely."""
+
+from pathlib import Path
+
+import pytest
+
+from maas.manifest import ManifestError, parse_manifest
+
+GOOD = """
+[models.tiny]
+version = "1.2.3"
+task = "embedding"
+source = { type = "huggingface", path = "models/tiny" }
+serving = { max_batch = 8, max_sequence_length = 64 }
+parity = { min_cosine = 0.98 }
+"""
+
+
+def parse(text: str):
+    return parse_manifest(text, Path("/project/models.toml"))
+
+
+def test_shipped_manifest_has_the_demo_models(manifest):
+    names = {m.name: m for m in manifest.models}
+    assert {"minilm", "digits", "minilm-gpu"} <= set(names)
+    assert names["minilm"].task == "embedding" and names["minilm"].target == "lambda"
+    assert names["digits"].task == "image-classification"
+    assert names["minilm-gpu"].target == "sagemaker"
+    assert names["minilm-gpu"].sagemaker.instance_type == "ml.g5.xlarge"
+    assert names["minilm"].serving.max_sequence_length == 256
+
+
+def test_defaults_fill_optional_tables():
+    (model,) = parse(GOOD).models
+    assert model.target == "lambda"
+    assert model.optimization.quantization == "auto"
+    assert model.lambda_settings.architecture == "arm64"
+    assert model.sagemaker is None
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (('version = "1.2.3"', ""), "models.tiny.version: missing required key"),
+        (('version = "1.2.3"', 'version = "one"'), "models.tiny.version"),
+        (('task = "embedding"', 'task = "translation"'), "models.tiny.task: must be one of"),
+        (('task = "embedding"', 'task = "embedding"\ncolour = "blue"'), "models.tiny: unknown key(s) 'colour'"),
+        (("max_batch = 8", "max_batch = 0"), "models.tiny.serving.max_batch: must be an integer in [1, 1024], got 0"),
+        (("max_batch = 8", 'max_batch = "8"'), "models.tiny.serving.max_batch"),
+        (("max_batch = 8, max_sequence_length = 64", "max_batch = 8"), "models.tiny.serving.max_sequence_length: missing"),
+        (("min_cosine = 0.98", "min_cosine = 1.5"), "models.tiny.parity.min_cosine: must be a number in [0.0, 1.0]"),
+        (("min_cosine = 0.98", "min_accuracy = 0.9"), "models.tiny.parity: unknown key(s) 'min_accuracy'"),
+        (('type = "huggingface"', 'type = "s3"'), "models.tiny.source.type: must be one of"),
+        (('type = "huggingface", path = "models/tiny"', 'type = "huggingface"'), "models.tiny.source.path: missing"),
+        (("[models.tiny]", "[models.Tiny_Model]"), "models.Tiny_Model: model names must match"),
+        (("parity = { min_cosine = 0.98 }", 'parity = { min_cosine = 0.98 }\noptimization = { pruning_sparsity = 2 }'),
+         "models.tiny.optimization.pruning_sparsity: must be a number in [0.0, 0.95], got 2"),
+        (("parity = { min_cosine = 0.98 }", 'parity = { min_cosine = 0.98 }\noptimization = { quantization = "int3" }'),
+         "models.tiny.optimization.quantization: must be one of"),
+        (("parity = { min_cosine = 0.98 }", 'parity = { min_cosine = 0.98 }\ntarget = "ec2"'), "models.tiny.target: must be one of"),
+        (("parity = { min_cosine = 0.98 }", "parity = { min_cosine = 0.98 }\nlambda = { snap_start = true, provisioned_concurrency = 2 }"),
+         "models.tiny.lambda.snap_start: AWS does not allow SnapStart together with provisioned_concurrency"),
+        (("parity = { min_cosine = 0.98 }", 'parity = { min_cosine = 0.98 }\nlambda = { architecture = "sparc" }'),
+         "models.tiny.lambda.architecture: must be one of arm64, x86_64"),
+        (("parity = { min_cosine = 0.98 }", "parity = { min_cosine = 0.98 }\nsagemaker = { min_instances = 3, max_instances = 1 }"),
+         "models.tiny.sagemaker.max_instances: must be >= min_instances"),
+        (("parity = { min_cosine = 0.98 }", "parity = {}"), "models.tiny.parity.min_cosine: an embedding model needs"),
+        (("parity = { min_cosine = 0.98 }", ""), "models.tiny.parity: missing required key"),
+    ],
+)
+def test_bad_manifest_names_model_and_key(change, message):
+    old, new = change
+    assert old in GOOD
+    with pytest.raises(ManifestError) as caught:
+        parse(GOOD.replace(old, new, 1))
+    assert message in str(caught.value)
+
+
+def test_invalid_toml_and_empty_manifest():
+    with pytest.raises(ManifestError, match="not valid TOML"):
+        parse("[models.x\n")
+    with pytest.raises(ManifestError, match="models: missing required key"):
+        parse("")
+    with pytest.raises(ManifestError, match=r"unknown key\(s\) 'extra'"):
+        parse(GOOD + "\n[extra]\nx = 1\n")
+
+
+def test_unknown_model_lookup_lists_known_names():
+    with pytest.raises(ManifestError, match="unknown model 'nope'.*tiny"):
+        parse(GOOD).get("nope")
+
+
+def test_cli_reports_bad_manifest_with_exit_code(tmp_path, capsys):
+    from maas.cli import main
+
+    bad = tmp_path / "models.toml"
+    bad.write_text(GOOD.replace("max_batch = 8", "max_batch = -1"))
+    assert main(["--manifest", str(bad), "build"]) == 2
+    assert "models.tiny.serving.max_batch" in capsys.readouterr().err
