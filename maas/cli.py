@@ -27,6 +27,31 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .local_api import serve
+
+    return serve(_manifest(args), host=args.host, port=args.port, api_key=args.api_key, verbose=args.verbose)
+
+
+def cmd_invoke(args) -> int:
+    import json
+
+    from .local_api import invoke
+
+    try:
+        parameters = json.loads(args.parameters) if args.parameters else {}
+    except ValueError as exc:
+        print(f"--parameters is not JSON: {exc}", file=sys.stderr)
+        return 2
+    try:
+        status, body = invoke(args.model, args.inputs, url=args.url, parameters=parameters, api_key=args.api_key)
+    except OSError as exc:
+        print(f"cannot reach {args.url}: {exc} (is `maas serve` running?)", file=sys.stderr)
+        return 1
+    print(json.dumps(body, indent=2))
+    return 0 if status < 400 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maas", description="Serverless model deployment kit")
     parser.add_argument("--manifest", help="path to models.toml (default: nearest one upwards)")
@@ -36,6 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("models", nargs="*", help="model names (default: all in the manifest)")
     build.add_argument("--force", action="store_true", help="rebuild even if the cached artifact matches")
     build.set_defaults(func=cmd_build)
+
+    serve = sub.add_parser("serve", help="run the API locally on 127.0.0.1 with the Lambda handlers in-process")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--api-key", help="require this x-api-key header (default: $MAAS_API_KEY, else none)")
+    serve.add_argument("--verbose", action="store_true", help="log every request (Powertools INFO logs)")
+    serve.set_defaults(func=cmd_serve)
+
+    invoke = sub.add_parser("invoke", help="call a model on the local API and print the JSON answer")
+    invoke.add_argument("model")
+    invoke.add_argument("inputs", nargs="+", metavar="INPUT", help="text, or a JSON array (a digits image)")
+    invoke.add_argument("--url", default="http://127.0.0.1:3000")
+    invoke.add_argument("--parameters", help='JSON object, e.g. \'{"top_k": 3}\'')
+    invoke.add_argument("--api-key")
+    invoke.set_defaults(func=cmd_invoke)
     return parser
 
 

@@ -166,7 +166,7 @@ def check_json_body(event: dict) -> None:
         raise Unprocessable(f"the request body must be a JSON object, got {type(parsed).__name__}")
 
 
-def _validation_message(errors: list[dict]) -> str:
+def validation_message(errors: list[dict]) -> str:
     parts = []
     for err in errors[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
@@ -256,11 +256,15 @@ class ApiFunction:
         )
 
     def _own_model(self, name: str) -> None:
-        if name != self.backend.name:
-            raise NotFound(
-                f"unknown model {short(name)} for this route; this function serves {self.backend.name!r} "
-                "(GET /models lists every model)"
-            )
+        if name == self.backend.name:
+            return
+        try:
+            known = self.catalog.names()
+        except ApiError:
+            known = [self.backend.name]
+        if name in known:
+            raise NotFound(f"model {short(name)} is served by its own function, not this one ({self.backend.name!r})")
+        raise NotFound(f"unknown model {short(name)}; known models: {', '.join(known)} (GET /models lists them)")
 
     def _predict(self, inputs: list, parameters: dict) -> dict:
         started = time.perf_counter()
@@ -386,7 +390,7 @@ class ApiFunction:
             errors = list(exc.errors())
             if any(e.get("type") == "json_invalid" for e in errors):
                 return fn._error_response(BadRequest("the request body is not valid JSON"))
-            return fn._error_response(Unprocessable(_validation_message(errors), code="schema_violation"))
+            return fn._error_response(Unprocessable(validation_message(errors), code="schema_violation"))
 
         @app.not_found
         def not_found(_exc: NotFoundError):
