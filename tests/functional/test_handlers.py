@@ -1,0 +1,328 @@
+"""The per-model Lambda handler called in-process with canned API Gateway events (tests/events/)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from maas.local_api import configure_local_environment, load_function_module
+
+configure_local_environment()
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "tests" / "events"
+BUILD = ROOT / "build"
+NEEDED = ("minilm/1.0.0", "digits/1.0.0")
+
+
+class Context:
+    function_name = "maas-test"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:maas-test"
+    aws_request_id = "lambda-request-id"
+
+    def get_remaining_time_in_millis(self):
+        return 10_000
+
+
+def event(name: str, **changes) -> dict:
+    data = json.loads((EVENTS / f"{name}.json").read_text())
+    data.update(changes)
+    return data
+
+
+def answer(response: dict) -> tuple[int, dict]:
+    body = json.loads(response["body"])
+    text = response["body"]
+    assert "Traceback" not in text and "/work/" not in text and "site-packages" not in text
+    return response["statusCode"], body
+
+
+def assert_error(response: dict, status: int, request_id: str | None = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"):
+    got, body = answer(response)
+    assert got == status, body
+    assert set(body) == {"error", "request_id"}
+    assert body["error"]["code"] and body["error"]["message"]
+    if request_id:
+        assert body["request_id"] == request_id
+    return body["error"]
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    missing = [n for n in NEEDED if not (BUILD / n / "card.json").is_file()]
+    if missing or not (BUILD / "catalog.json").is_file():
+        pytest.skip(f"build/ lacks {missing or 'catalog.json'}: run `maas build` first")
+    return BUILD
+
+
+@pytest.fixture(scope="module")
+def handler_module():
+    return load_function_module(ROOT / "functions" / "model")
+
+
+@pytest.fixture(scope="module")
+def minilm(handler_module, artifacts):
+    config = handler_module.Config(
+        model_name="minilm", model_dir=str(artifacts / "minilm/1.0.0"), catalog_path=str(artifacts / "catalog.json")
+    )
+    return handler_module.create_function(config)
+
+
+@pytest.fixture(scope="module")
+def digits(handler_module, artifacts):
+    config = handler_module.Config(
+        model_name="digits", model_dir=str(artifacts / "digits/1.0.0"), catalog_path=str(artifacts / "catalog.json")
+    )
+    return handler_module.create_function(config)
+
+
+# --- the routes -------------------------------------------------------------------------------
+
+
+def test_invoke_minilm_returns_unit_vectors_of_the_card_dimension(minilm, artifacts):
+    # GIVEN the canned API Gateway event for two sentences
+    card = json.loads((artifacts / "minilm/1.0.0/card.json").read_text())
+    # WHEN the handler resolves it
+    response = minilm.invoke(event("invoke_minilm"), Context())
+    # THEN two L2-normalized vectors come back with the model's name, version and usage
+    status, body = answer(response)
+    assert status == 200
+    assert (body["model"], body["version"]) == ("minilm", card["version"])
+    assert len(body["outputs"]) == 2
+    for vector in body["outputs"]:
+        assert len(vector) == card["outputs"]["dimensions"]
+        assert math.isclose(math.sqrt(sum(v * v for v in vector)), 1.0, rel_tol=1e-4)
+    assert body["usage"]["batch_size"] == 2 and body["usage"]["input_tokens"] > 4
+    assert body["outputs"][0] != body["outputs"][1]
+    assert response["multiValueHeaders"]["x-request-id"] == ["c6af9ac6-7b61-11e6-9a41-93e8deadbeef"]
+
+
+def test_invoke_digits_ranks_the_canned_zero_first(digits):
+    status, body = answer(digits.invoke(event("invoke_digits"), Context()))
+    assert status == 200
+    ranked = body["outputs"][0]
+    assert len(ranked) == 3 and ranked[0]["label"] == "0"
+    assert ranked[0]["score"] >= ranked[1]["score"] >= ranked[2]["score"]
+    assert body["usage"] == {"batch_size": 1}
+
+
+def test_openai_embeddings_equal_invoke_and_base64_decodes_to_the_same_floats(minilm):
+    _, invoked = answer(minilm.invoke(event("invoke_minilm"), Context()))
+    status, openai = answer(minilm.invoke(event("embeddings"), Context()))
+    assert status == 200 and openai["object"] == "list" and openai["model"] == "minilm"
+    assert [d["embedding"] for d in openai["data"]] == invoked["outputs"]
+    assert [d["index"] for d in openai["data"]] == [0, 1]
+    assert openai["usage"]["prompt_tokens"] == invoked["usage"]["input_tokens"] == openai["usage"]["total_tokens"]
+
+    status, b64 = answer(minilm.invoke(event("model_embeddings"), Context()))
+    assert status == 200
+    raw = base64.b64decode(b64["data"][0]["embedding"])
+    floats = struct.unpack(f"<{len(raw) // 4}f", raw)
+    assert floats == pytest.approx(invoked["outputs"][0], abs=1e-7)
+
+
+def test_catalog_routes_answer_from_the_packaged_catalog(minilm, artifacts):
+    catalog = json.loads((artifacts / "catalog.json").read_text())
+    status, body = answer(minilm.invoke(event("list_models"), Context()))
+    assert status == 200
+    assert sorted(m["name"] for m in body["models"]) == sorted(m["name"] for m in catalog["models"])
+    status, card = answer(minilm.invoke(event("get_model"), Context()))
+    expected = next(m["card"] for m in catalog["models"] if m["name"] == "digits")
+    assert status == 200 and card["files"] == expected["files"] and card["parity"] == expected["parity"]
+    assert card["target"] == "lambda" and "build" not in card
+
+
+def test_health_and_openapi(minilm):
+    status, body = answer(minilm.invoke(event("health"), Context()))
+    assert status == 200 and body["model"] == "minilm" and body["status"] == "ok"
+    status, doc = answer(minilm.invoke(event("openapi"), Context()))
+    assert status == 200 and doc["openapi"].startswith("3.")
+    for path in ("/models/{name}/invoke", "/v1/embeddings", "/models/{name}/v1/embeddings", "/models", "/health"):
+        assert path in doc["paths"], path
+    assert "422" in doc["paths"]["/models/{name}/invoke"]["post"]["responses"]
+
+
+# --- every error status the handler itself produces --------------------------------------------
+
+
+def test_malformed_json_is_400(minilm):
+    error = assert_error(minilm.invoke(event("invoke_bad_json"), Context()), 400)
+    assert "not valid JSON" in error["message"]
+
+
+def test_another_functions_model_is_404(minilm):
+    error = assert_error(minilm.invoke(event("invoke_other_model"), Context()), 404)
+    assert "digits" in error["message"]
+
+
+def test_wrong_method_is_405_with_allow(minilm):
+    response = minilm.invoke(event("invoke_wrong_method"), Context())
+    assert_error(response, 405)
+    assert response["multiValueHeaders"]["Allow"] == ["POST"]
+
+
+def test_too_many_inputs_is_413(minilm):
+    error = assert_error(minilm.invoke(event("invoke_too_many"), Context()), 413)
+    assert "at most 32" in error["message"]
+
+
+def test_wrong_content_type_is_415(minilm):
+    e = event("invoke_minilm")
+    e["headers"]["Content-Type"] = "text/plain"
+    assert_error(minilm.invoke(e, Context()), 415)
+
+
+def test_schema_violation_is_422(minilm):
+    error = assert_error(minilm.invoke(event("invoke_wrong_type"), Context()), 422)
+    assert error["message"].startswith("inputs")
+
+
+def test_runtime_rejection_is_422_naming_the_input(digits):
+    e = event("invoke_digits", body=json.dumps({"inputs": [[[99] * 8] * 8]}))
+    e["pathParameters"] = {"name": "digits"}
+    error = assert_error(digits.invoke(e, Context()), 422)
+    assert "inputs[0]" in error["message"]
+
+
+def test_missing_artifact_in_the_package_is_503_and_health_says_degraded(handler_module, artifacts, tmp_path):
+    function = handler_module.create_function(
+        handler_module.Config(model_name="minilm", model_dir=str(tmp_path / "absent"), catalog_path=str(artifacts / "catalog.json"))
+    )
+    error = assert_error(function.invoke(event("invoke_minilm"), Context()), 503)
+    assert error["code"] == "artifact_invalid"
+    _, health = answer(function.invoke(event("health"), Context()))
+    assert health["status"] == "degraded" and health["loaded"] is False
+
+
+# --- the artifact from S3 (moto) --------------------------------------------------------------
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    with moto.mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="maas-artifacts")
+        yield client
+
+
+def upload(client, folder: Path, prefix: str, skip: tuple[str, ...] = (), tamper: str | None = None):
+    for path in sorted(folder.iterdir()):
+        if path.name in skip:
+            continue
+        data = path.read_bytes()
+        if path.name == tamper:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]  # same size, different digest
+        client.put_object(Bucket="maas-artifacts", Key=f"{prefix}/{path.name}", Body=data)
+
+
+def s3_function(handler_module, artifacts, client, tmp_path, prefix="digits/1.0.0"):
+    config = handler_module.Config(
+        model_name="digits",
+        model_s3_uri=f"s3://maas-artifacts/{prefix}/",
+        catalog_path=str(artifacts / "catalog.json"),
+        tmp_dir=str(tmp_path),
+    )
+    return handler_module.create_function(config, s3=client)
+
+
+def digits_event():
+    return event("invoke_digits")
+
+
+def test_s3_artifact_is_downloaded_once_verified_and_reused_while_warm(handler_module, artifacts, s3, tmp_path):
+    # GIVEN the digits artifact in S3
+    upload(s3, artifacts / "digits/1.0.0", "digits/1.0.0")
+    function = s3_function(handler_module, artifacts, s3, tmp_path)
+    # WHEN the function answers a first request
+    status, body = answer(function.invoke(digits_event(), Context()))
+    # THEN it answered from a verified copy under its temp folder
+    assert status == 200 and body["outputs"][0][0]["label"] == "0"
+    copies = list(tmp_path.glob("maas-model-*"))
+    assert len(copies) == 1 and (copies[0] / "model.onnx").is_file()
+    # AND a warm instance keeps answering even after the objects are gone (no second download)
+    for item in s3.list_objects_v2(Bucket="maas-artifacts")["Contents"]:
+        s3.delete_object(Bucket="maas-artifacts", Key=item["Key"])
+    status, again = answer(function.invoke(digits_event(), Context()))
+    assert status == 200 and again["outputs"] == body["outputs"]
+    assert len(list(tmp_path.glob("maas-model-*"))) == 1
+
+
+def test_s3_missing_object_is_503(handler_module, artifacts, s3, tmp_path):
+    upload(s3, artifacts / "digits/1.0.0", "digits/1.0.0", skip=("model.onnx",))
+    error = assert_error(s3_function(handler_module, artifacts, s3, tmp_path).invoke(digits_event(), Context()), 503)
+    assert error["code"] == "artifact_missing" and "maas-artifacts" not in error["message"]
+    assert not list(tmp_path.glob("maas-model-*"))  # the partial download was removed
+
+
+def test_s3_missing_card_is_503_then_recovers_once_uploaded(handler_module, artifacts, s3, tmp_path):
+    function = s3_function(handler_module, artifacts, s3, tmp_path)
+    assert_error(function.invoke(digits_event(), Context()), 503)
+    upload(s3, artifacts / "digits/1.0.0", "digits/1.0.0")
+    status, _ = answer(function.invoke(digits_event(), Context()))
+    assert status == 200
+
+
+def test_s3_digest_mismatch_is_refused(handler_module, artifacts, s3, tmp_path):
+    upload(s3, artifacts / "digits/1.0.0", "digits/1.0.0", tamper="model.onnx")
+    error = assert_error(s3_function(handler_module, artifacts, s3, tmp_path).invoke(digits_event(), Context()), 503)
+    assert error["code"] == "artifact_invalid" and "sha256" in error["message"]
+    assert not list(tmp_path.glob("maas-model-*"))
+
+
+def test_s3_denied_read_is_502(handler_module, artifacts, s3, tmp_path):
+    from botocore.stub import Stubber
+
+    # moto does not enforce bucket policies, so S3's AccessDenied answer is stubbed
+    with Stubber(s3) as stub:
+        stub.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
+        response = s3_function(handler_module, artifacts, s3, tmp_path).invoke(digits_event(), Context())
+    error = assert_error(response, 502)
+    assert error["code"] == "artifact_access_denied"
+
+
+def test_s3_timeout_is_504(handler_module, artifacts, tmp_path):
+    from botocore.exceptions import ReadTimeoutError
+
+    class SlowS3:
+        def get_object(self, **_):
+            raise ReadTimeoutError(endpoint_url="https://s3.amazonaws.com")
+
+    error = assert_error(s3_function(handler_module, artifacts, SlowS3(), tmp_path).invoke(digits_event(), Context()), 504)
+    assert error["code"] == "artifact_timeout"
+
+
+def test_artifact_for_another_model_is_refused(handler_module, artifacts, tmp_path):
+    folder = tmp_path / "renamed"
+    shutil.copytree(artifacts / "digits/1.0.0", folder)
+    function = handler_module.create_function(
+        handler_module.Config(model_name="minilm", model_dir=str(folder), catalog_path=str(artifacts / "catalog.json"))
+    )
+    error = assert_error(function.invoke(event("invoke_minilm"), Context()), 503)
+    assert "digits" in error["message"]
+
+
+def test_lambda_handler_reads_its_configuration_from_the_environment(handler_module, artifacts, monkeypatch):
+    monkeypatch.setenv("MAAS_MODEL_NAME", "digits")
+    monkeypatch.setenv("MAAS_MODEL_DIR", str(artifacts / "digits/1.0.0"))
+    monkeypatch.setenv("MAAS_CATALOG_PATH", str(artifacts / "catalog.json"))
+    monkeypatch.setattr(handler_module, "_function", None)
+    status, body = answer(handler_module.lambda_handler(digits_event(), Context()))
+    assert status == 200 and body["model"] == "digits"
