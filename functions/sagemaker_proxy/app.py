@@ -60,7 +60,7 @@ def client_config():
     return BotoConfig(
         connect_timeout=SAGEMAKER_CONNECT_TIMEOUT_S,
         read_timeout=SAGEMAKER_READ_TIMEOUT_S,
-        retries={"mode": "standard", "max_attempts": SAGEMAKER_MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": SAGEMAKER_MAX_ATTEMPTS},
         tcp_keepalive=True,
     )
 

@@ -42,7 +42,7 @@ MAX_JSON_DEPTH = 32
 SAGEMAKER_CONNECT_TIMEOUT_S = 1
 SAGEMAKER_READ_TIMEOUT_S = 5
 SAGEMAKER_MAX_ATTEMPTS = 3
-"""Worst case: 3 x (1 + 5) s plus standard-mode backoff (< 1 s, then < 2 s) = 21 s."""
+"""Attempts in all, the first included (botocore's total_max_attempts). Worst case: 3 x (1 + 5) s plus standard-mode backoff (< 1 s, then < 2 s) = 21 s."""
 
 API_KEY_HEADER = "x-api-key"
 REQUEST_ID_HEADER = "x-request-id"
