@@ -44,6 +44,7 @@ DEFAULT_PORT = 3000
 STAGE = "local"
 ACCOUNT_ID = "000000000000"
 FUNCTIONS_DIR = "functions"
+API_GATEWAY_MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
 class Target(Protocol):
@@ -198,7 +199,9 @@ class LocalApi:
             single[key] = value
             multi.setdefault(key, []).append(value)
         qs = parse_qs(query, keep_blank_values=True) if query else {}
-        path = unquote(raw_path)
+        # Decoded as API Gateway presents it, except an encoded "/" stays encoded: a model name
+        # must never turn into extra path segments on its way to the handler.
+        path = "%2F".join(unquote(part) for part in re.split("%2[fF]", raw_path))
         now = datetime.now(timezone.utc)
         try:
             text, is_b64 = (body.decode("utf-8") if body else None), False
@@ -299,6 +302,8 @@ def _handler_class(api: LocalApi):
         def send_error(self, code, message=None, explain=None):
             # Malformed request lines and headers: JSON like everything else, then close.
             self.close_connection = True
+            if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+                self.request_version = "HTTP/1.0"  # answer with a status line and headers regardless
             status, headers, data = _json_response(code, "bad_request", message or "malformed HTTP request", None)
             self._write(status, headers, data)
 
@@ -328,7 +333,10 @@ def _handler_class(api: LocalApi):
             except ValueError:
                 return None, (400, "bad_request", "Content-Length is not a non-negative integer")
             if length > MAX_BODY_BYTES:
-                return None, (413, "payload_too_large", f"the request body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+                if length <= API_GATEWAY_MAX_BODY_BYTES:  # read it, so the client sees the answer
+                    while length > 0:
+                        length -= len(self.rfile.read(min(length, 1 << 20)) or b"x" * length)
+                return None, (413, "payload_too_large", f"the request body is over the {MAX_BODY_BYTES}-byte limit")
             return self.rfile.read(length), None
 
         def _dispatch(self):

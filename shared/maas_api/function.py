@@ -14,6 +14,7 @@ import json
 import re
 import struct
 import time
+import warnings
 from contextlib import nullcontext
 from http import HTTPStatus
 from typing import Annotated, Any, Protocol
@@ -26,6 +27,7 @@ from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from . import __version__
 from .catalog import Catalog
@@ -50,6 +52,9 @@ from .schemas import (
     InvokeResponse,
     ModelList,
 )
+
+# Health, catalog and error answers record no metric by design; Powertools warns about each one.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 
 class Backend(Protocol):
@@ -192,6 +197,8 @@ class ApiFunction:
         self.tracer = Tracer(service=service)
         self.metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=service)
         self.metrics.set_default_dimensions(model=backend.name)
+        # Off Lambda (POWERTOOLS_METRICS_DISABLED), record nothing rather than buffer and print.
+        self._record_metrics = not is_metrics_disabled()
         self.app = self._build_app()
         handler = self.metrics.log_metrics(capture_cold_start_metric=True)(self._resolve)
         handler = self.tracer.capture_lambda_handler(handler)
@@ -273,14 +280,18 @@ class ApiFunction:
             result = self.backend.predict(inputs, parameters)
         latency_ms = (time.perf_counter() - started) * 1000
         usage = result.get("usage") or {}
-        self.metrics.add_metric(name="latency", unit=MetricUnit.Milliseconds, value=latency_ms)
-        self.metrics.add_metric(name="batch_size", unit=MetricUnit.Count, value=len(inputs))
-        if "input_tokens" in usage:
-            self.metrics.add_metric(name="input_tokens", unit=MetricUnit.Count, value=usage["input_tokens"])
+        if self._record_metrics:
+            self._add_metrics(latency_ms, len(inputs), usage)
         self.logger.info(
             "invoked", extra={"batch_size": len(inputs), "latency_ms": round(latency_ms, 2), "usage": usage}
         )
         return result
+
+    def _add_metrics(self, latency_ms: float, batch_size: int, usage: dict) -> None:
+        self.metrics.add_metric(name="latency", unit=MetricUnit.Milliseconds, value=latency_ms)
+        self.metrics.add_metric(name="batch_size", unit=MetricUnit.Count, value=batch_size)
+        if "input_tokens" in usage:
+            self.metrics.add_metric(name="input_tokens", unit=MetricUnit.Count, value=usage["input_tokens"])
 
     def _embeddings(self, body: EmbeddingsRequest, path_name: str | None) -> dict:
         own = self.backend.name
@@ -396,7 +407,7 @@ class ApiFunction:
         def not_found(_exc: NotFoundError):
             event = app.current_event
             allowed = allowed_methods(event.path)
-            if allowed:
+            if allowed and event.http_method not in allowed:
                 return fn._error_response(
                     MethodNotAllowed(
                         f"{event.http_method} is not allowed on {short(event.path, 100)}; use {', '.join(allowed)}",

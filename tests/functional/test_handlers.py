@@ -326,3 +326,20 @@ def test_lambda_handler_reads_its_configuration_from_the_environment(handler_mod
     monkeypatch.setattr(handler_module, "_function", None)
     status, body = answer(handler_module.lambda_handler(digits_event(), Context()))
     assert status == 200 and body["model"] == "digits"
+
+
+def test_metrics_carry_latency_batch_size_tokens_and_the_model_dimension(handler_module, artifacts, monkeypatch, capsys):
+    # GIVEN metrics enabled, as in Lambda
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    function = handler_module.create_function(
+        handler_module.Config(model_name="minilm", model_dir=str(artifacts / "minilm/1.0.0"), catalog_path=str(artifacts / "catalog.json"))
+    )
+    capsys.readouterr()
+    # WHEN one request is answered
+    assert function.invoke(event("invoke_minilm"), Context())["statusCode"] == 200
+    # THEN one EMF document is printed with the request's figures under the model dimension
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    emf = next(d for d in documents if "latency" in d)
+    values = {k: v[0] if isinstance(v, list) else v for k, v in emf.items()}
+    assert values["model"] == "minilm" and values["batch_size"] == 2.0 and values["input_tokens"] > 4 and values["latency"] > 0
+    assert ["model", "service"] in emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
