@@ -1,0 +1,96 @@
+"""ModelMonitoring: one model's alarms and dashboard.
+
+Alarms: the API's 5xx on the model's invoke route, its p99 latency, the function's throttles and
+the function's errors (on the live alias). No alarm action by default: add an SNS topic with
+`alarm.add_alarm_action` where your on-call is. The dashboard shows the same metrics plus
+requests, and, for SageMaker models, the endpoint's invocations, model latency and instance count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from .model_api import STAGE
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    p99_latency_ms: float = 3000
+    five_xx_per_5_minutes: float = 5
+    throttles_per_5_minutes: float = 1
+    errors_per_5_minutes: float = 5
+
+
+class ModelMonitoring(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        model_name: str,
+        api: apigw.RestApi,
+        route: str,
+        alias: lambda_.IFunction,
+        endpoint_name: str | None = None,
+        settings: MonitoringSettings = MonitoringSettings(),
+    ) -> None:
+        super().__init__(scope, construct_id)
+        period = Duration.minutes(5)
+        dimensions = {"ApiName": api.rest_api_name, "Stage": STAGE, "Method": "POST", "Resource": route}
+
+        def api_metric(name: str, statistic: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace="AWS/ApiGateway", metric_name=name, dimensions_map=dimensions,
+                statistic=statistic, period=period,
+            )
+
+        self.five_xx = api_metric("5XXError", "Sum")
+        self.latency_p99 = api_metric("Latency", "p99")
+        self.requests = api_metric("Count", "Sum")
+        self.throttles = alias.metric_throttles(period=period, statistic="Sum")
+        self.errors = alias.metric_errors(period=period, statistic="Sum")
+
+        def alarm(alarm_id: str, metric, threshold: float, what: str) -> cloudwatch.Alarm:
+            return cloudwatch.Alarm(
+                self, alarm_id, metric=metric, threshold=threshold, evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alarm_description=f"{model_name}: {what}",
+            )
+
+        self.alarms = {
+            "5xx": alarm("FiveXxAlarm", self.five_xx, settings.five_xx_per_5_minutes, f"5xx answers on POST {route}"),
+            "p99_latency": alarm("LatencyP99Alarm", self.latency_p99, settings.p99_latency_ms, f"p99 latency of POST {route} (ms)"),
+            "throttles": alarm("ThrottlesAlarm", self.throttles, settings.throttles_per_5_minutes, "Lambda throttles"),
+            "errors": alarm("ErrorsAlarm", self.errors, settings.errors_per_5_minutes, "function errors"),
+        }
+        widgets = [
+            cloudwatch.GraphWidget(title=f"{model_name}: requests and 5xx", left=[self.requests], right=[self.five_xx], width=12),
+            cloudwatch.GraphWidget(title=f"{model_name}: p99 latency (ms)", left=[self.latency_p99], width=12),
+            cloudwatch.GraphWidget(title=f"{model_name}: function errors and throttles", left=[self.errors, self.throttles], width=12),
+            cloudwatch.GraphWidget(
+                title=f"{model_name}: function duration p50/p99",
+                left=[alias.metric_duration(period=period, statistic="p50"), alias.metric_duration(period=period, statistic="p99")],
+                width=12,
+            ),
+        ]
+        if endpoint_name is not None:
+            def sm(name: str, statistic: str, namespace: str = "AWS/SageMaker") -> cloudwatch.Metric:
+                return cloudwatch.Metric(
+                    namespace=namespace, metric_name=name, statistic=statistic, period=period,
+                    dimensions_map={"EndpointName": endpoint_name, "VariantName": "AllTraffic"},
+                )
+
+            widgets += [
+                cloudwatch.GraphWidget(title=f"{model_name}: endpoint invocations and errors",
+                                       left=[sm("Invocations", "Sum")], right=[sm("Invocation5XXErrors", "Sum")], width=12),
+                cloudwatch.GraphWidget(title=f"{model_name}: endpoint model latency p99 (us)",
+                                       left=[sm("ModelLatency", "p99")], right=[sm("GPUUtilization", "Average", "/aws/sagemaker/Endpoints")], width=12),
+            ]
+        self.dashboard = cloudwatch.Dashboard(self, "Dashboard", widgets=[widgets[i:i + 2] for i in range(0, len(widgets), 2)])

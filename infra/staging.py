@@ -1,0 +1,139 @@
+"""Everything a deployment uploads, prepared in plain Python before synth (no Docker).
+
+- `check_built`: every manifest model must have build/<name>/<version>/card.json, or synth stops
+  with one message listing what to build.
+- `stage_function`: a function's asset folder = its handler folder (functions/model or
+  functions/sagemaker_proxy) + the model artifact in model/ (when packaged) + catalog.json.
+- `stage_model_archive`: model.tar.gz for a SageMaker model, made by the serving program's own
+  `package_model`.
+
+Staged folders live under .cache/infra/, named by a content hash that is also the CDK asset hash,
+so an unchanged asset is neither copied nor re-hashed on the next synth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from maas.layers import tree_hash
+from maas.paths import BUILD_DIR, artifact_dir
+
+STAGING_DIR = Path(".cache") / "infra"
+FUNCTIONS_DIR = "functions"
+MODEL_HANDLER = "model"
+PROXY_HANDLER = "sagemaker_proxy"
+SERVING_PROGRAM = Path("sagemaker_serving") / "serve.py"
+CATALOG_FILE = "catalog.json"
+CARD_FILE = "card.json"
+PACKAGED_MODEL_DIR = "model"
+"""Where a packaged artifact sits inside a function asset (MAAS_MODEL_DIR is relative to the handler)."""
+
+
+class NotBuiltError(RuntimeError):
+    """The manifest names models that `maas build` has not produced yet."""
+
+
+@dataclass(frozen=True)
+class StagedAsset:
+    path: Path
+    hash: str
+
+
+def check_built(manifest) -> dict[str, dict]:
+    """Each model's card, or one error naming every model still to build and the command."""
+    root = manifest.root
+    cards, missing = {}, []
+    for spec in manifest.models:
+        card_path = artifact_dir(root, spec.name, spec.version) / CARD_FILE
+        if not card_path.is_file():
+            missing.append(f"{spec.name} {spec.version} (no {card_path.relative_to(root)})")
+            continue
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        if card.get("name") != spec.name or card.get("version") != spec.version:
+            missing.append(f"{spec.name} {spec.version} ({card_path.relative_to(root)} is for "
+                           f"{card.get('name')} {card.get('version')})")
+            continue
+        cards[spec.name] = card
+    catalog = root / BUILD_DIR / CATALOG_FILE
+    if not missing and not catalog.is_file():
+        missing.append(f"the catalog ({catalog.relative_to(root)})")
+    if missing:
+        names = " ".join(s.name for s in manifest.models)
+        raise NotBuiltError(
+            "cannot synthesize: models not built: " + "; ".join(missing)
+            + f". Run `.venv/bin/maas build` (or `maas build {names}`) first, then synth again."
+        )
+    return cards
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _materialize(dest: Path, fill) -> Path:
+    """Create dest atomically with fill(tmp_folder), unless it already exists."""
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        fill(work)
+        if dest.exists():
+            shutil.rmtree(work)
+        else:
+            os.replace(work, dest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return dest
+
+
+def stage_function(root: Path, handler: str, name: str, artifact: Path | None, staging_dir: Path) -> StagedAsset:
+    """The folder Lambda runs: app.py (and siblings), model/ when packaged, catalog.json."""
+    handler_dir = root / FUNCTIONS_DIR / handler
+    catalog = root / BUILD_DIR / CATALOG_FILE
+    digest = hashlib.sha256()
+    digest.update(tree_hash(handler_dir).encode())
+    digest.update(_file_hash(catalog).encode())
+    if artifact is not None:
+        digest.update(tree_hash(artifact).encode())
+    key = digest.hexdigest()[:20]
+
+    def fill(work: Path) -> None:
+        shutil.copytree(handler_dir, work, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
+        shutil.copy2(catalog, work / CATALOG_FILE)
+        if artifact is not None:
+            shutil.copytree(artifact, work / PACKAGED_MODEL_DIR)
+
+    path = _materialize(Path(staging_dir) / "functions" / f"{name}-{key}", fill)
+    return StagedAsset(path.resolve(), key)
+
+
+def stage_model_archive(root: Path, name: str, artifact: Path, staging_dir: Path) -> StagedAsset:
+    """model.tar.gz for SageMaker, reproducible byte for byte (the serving program packages it)."""
+    key = tree_hash(artifact)[:20]
+    folder = Path(staging_dir) / "sagemaker" / f"{name}-{key}"
+
+    def fill(work: Path) -> None:
+        serving = _serving_module(root)
+        serving.package_model(artifact, work / "model.tar.gz")
+
+    _materialize(folder, fill)
+    archive = (folder / "model.tar.gz").resolve()
+    return StagedAsset(archive, _file_hash(archive)[:20])
+
+
+def _serving_module(root: Path):
+    path = root / FUNCTIONS_DIR / SERVING_PROGRAM
+    spec = importlib.util.spec_from_file_location("maas_sagemaker_serving_packager", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,472 @@
+"""The Lambda layers, built locally with pip for the function's platform: no Docker.
+
+Two layers, so that each function carries only what it imports:
+
+- ``runtime``: onnxruntime, tokenizers, numpy and ``maas_runtime`` (the model functions).
+- ``api``: Powertools (bundled, see POWERTOOLS_CHOICE), pydantic, the X-Ray SDK and ``maas_api``
+  (the model functions and the SageMaker proxy).
+
+A layer is built by ``pip install --platform ... --only-binary=:all: --python-version ...
+--implementation cp --target`` and then slimmed: only the distributions serving imports are kept
+(``keep``; everything else pip pulled in is dropped, and listed in the layer's report), then
+modules serving never imports (onnxruntime's quantization/transformers/tools, tests, headers,
+type stubs, __pycache__) are deleted and native libraries stripped where a strip for that
+machine exists and the library was not rewritten by auditwheel.
+
+Built layers are cached under ``.cache/layers/<name>-<platform>-<key>/``; the key hashes the
+platform, the Python version, the pinned requirements, the slimming rules, this file and the
+content of the shared code, so a second synth reuses the folder and only a real change rebuilds.
+Each folder holds ``python/`` (the layer's content, /opt/python in Lambda) and ``layer.json``
+(what was kept, dropped and pruned, and the sizes).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import platform as _platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+LAYER_PYTHON_VERSION = "3.12"
+"""Lambda's runtime for every function (python3.12)."""
+
+CACHE_DIR = Path(".cache") / "layers"
+REPORT_FILE = "layer.json"
+CONTENT_DIR = "python"
+
+POWERTOOLS_CHOICE = (
+    "Powertools is bundled in the api layer rather than taken from AWS's published layer: the "
+    "version is pinned to the one the handlers are tested with, its size is measured and counted "
+    "against the 250 MB limit, the layer's content is on disk for `maas serve --template`, and "
+    "synth needs no per-region, per-partition layer ARN (AWS publishes none in some partitions)."
+)
+
+# Distributions the Lambda Python runtime already provides: never shipped in a layer.
+LAMBDA_PROVIDED = ("boto3", "botocore", "s3transfer", "urllib3", "python-dateutil", "six")
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Where a layer will run: Lambda's arm64 or x86_64 (Python 3.12), or this machine (tests)."""
+
+    name: str
+    pip_platforms: tuple[str, ...]
+    python_version: str
+    machine: str
+
+    @property
+    def abi_tag(self) -> str:
+        return "cp" + self.python_version.replace(".", "")
+
+
+ARM64 = Platform("arm64", ("manylinux2014_aarch64", "manylinux_2_28_aarch64"), LAYER_PYTHON_VERSION, "aarch64")
+X86_64 = Platform("x86_64", ("manylinux2014_x86_64", "manylinux_2_28_x86_64"), LAYER_PYTHON_VERSION, "x86_64")
+PLATFORMS = {"arm64": ARM64, "x86_64": X86_64}
+
+
+def host_platform() -> Platform:
+    """This machine's platform and Python, for proving a layer built the same way still serves."""
+    machine = _platform.machine().lower()
+    if sys.platform != "linux" or machine not in ("x86_64", "aarch64"):
+        raise LayerError(f"host layers need Linux on x86_64 or aarch64, not {sys.platform}/{machine}")
+    tags = ("manylinux2014_" + machine, "manylinux_2_28_" + machine)
+    return Platform("host", tags, f"{sys.version_info.major}.{sys.version_info.minor}", machine)
+
+
+def platform_for(architecture: str) -> Platform:
+    try:
+        return PLATFORMS[architecture]
+    except KeyError:
+        raise LayerError(f"unknown Lambda architecture {architecture!r} (arm64 or x86_64)") from None
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What goes into one layer and how it is slimmed."""
+
+    name: str
+    requirements: tuple[str, ...]
+    keep: tuple[str, ...]
+    """Distributions kept after pip resolved the requirements; everything else is dropped."""
+    local_packages: tuple[str, ...]
+    """Folders under shared/ copied in as top-level packages."""
+    prune: tuple[str, ...] = ()
+    """Globs (relative to python/) that serving never imports."""
+    description: str = ""
+
+
+# Pinned to the versions this repository tests with (.venv); tests/infra checks they match.
+ONNXRUNTIME = "onnxruntime==1.32.0"
+TOKENIZERS = "tokenizers==0.23.3"
+NUMPY = "numpy==2.4.6"
+POWERTOOLS = "aws-lambda-powertools[tracer]==3.37.0"
+PYDANTIC = "pydantic==2.14.3"
+
+# Everywhere in a layer: no bytecode caches (Lambda writes none to /opt and Python compiles once),
+# no type stubs, no C headers, no test suites.
+COMMON_PRUNE = (
+    "**/__pycache__",
+    "**/*.pyc",
+    "**/*.pyi",
+    "**/py.typed",
+    "**/tests",
+    "bin",
+)
+
+RUNTIME = LayerSpec(
+    name="runtime",
+    requirements=(ONNXRUNTIME, TOKENIZERS, NUMPY),
+    # onnxruntime also requires flatbuffers, protobuf, packaging (and sympy, coloredlogs in older
+    # releases): used by its quantization and transformers tools, never by InferenceSession.
+    # tokenizers requires huggingface_hub (and through it httpx, fsspec, tqdm, yaml, hf_xet):
+    # used by Tokenizer.from_pretrained only; the runtime loads tokenizer.json from the artifact.
+    keep=("onnxruntime", "tokenizers", "numpy"),
+    local_packages=("maas_runtime",),
+    prune=COMMON_PRUNE
+    + (
+        "onnxruntime/quantization",
+        "onnxruntime/transformers",
+        "onnxruntime/tools",
+        "onnxruntime/datasets",
+        "onnxruntime/backend",
+        "onnxruntime/ThirdPartyNotices.txt",
+        "numpy/f2py",
+        "numpy/distutils",
+        "numpy/_pyinstaller",
+        "numpy/_core/include",
+        "numpy/_core/lib/pkgconfig",
+        "numpy/_core/_*_tests.*.so",
+        "numpy/_core/_simd.*.so",
+        "numpy/random/_examples",
+        "numpy/doc",
+        "tokenizers/tools",
+    ),
+    description="onnxruntime, tokenizers, numpy and maas_runtime: what a model function loads",
+)
+
+API = LayerSpec(
+    name="api",
+    requirements=(POWERTOOLS, PYDANTIC),
+    keep=(
+        "aws-lambda-powertools",
+        "jmespath",  # Logger's correlation paths; tiny, so not left to the runtime's copy
+        "aws-xray-sdk",
+        "wrapt",
+        "pydantic",
+        "pydantic-core",
+        "annotated-types",
+        "typing-extensions",
+        "typing-inspection",
+    ),
+    local_packages=("maas_api",),
+    prune=COMMON_PRUNE,
+    description="Powertools (with pydantic and the X-Ray SDK) and maas_api: what every function's handler loads",
+)
+
+LAYERS = {spec.name: spec for spec in (RUNTIME, API)}
+
+
+class LayerError(RuntimeError):
+    """A layer could not be built; the message says what to do."""
+
+
+@dataclass
+class BuiltLayer:
+    name: str
+    platform: str
+    machine: str
+    python_version: str
+    key: str
+    path: str
+    """The folder to give Lambda (it holds python/)."""
+    requirements: list[str]
+    kept: dict[str, dict] = field(default_factory=dict)
+    """distribution -> {"version", "top_level": [...], "native": bool}"""
+    dropped: dict[str, str] = field(default_factory=dict)
+    """distribution -> version, pulled in by pip and left out."""
+    pruned: list[str] = field(default_factory=list)
+    stripped: list[str] = field(default_factory=list)
+    not_stripped: list[str] = field(default_factory=list)
+    local_packages: dict[str, str] = field(default_factory=dict)
+    """package -> content hash of the shared code copied in."""
+    unzipped_bytes: int = 0
+    installed_bytes: int = 0
+    """Before slimming: what pip put in --target."""
+
+    @property
+    def content(self) -> Path:
+        return Path(self.path) / CONTENT_DIR
+
+    @classmethod
+    def read(cls, folder: Path) -> "BuiltLayer":
+        data = json.loads((Path(folder) / REPORT_FILE).read_text())
+        data["path"] = str(Path(folder).resolve())
+        return cls(**data)
+
+
+# --- hashing -----------------------------------------------------------------------------------
+
+
+def tree_hash(folder: Path) -> str:
+    """sha256 over the relative paths and bytes of a folder's source files (no caches)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
+            continue
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def layer_key(spec: LayerSpec, target: Platform, shared_root: Path) -> str:
+    parts = {
+        "spec": asdict(spec),
+        "platform": asdict(target),
+        "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        "shared": {name: tree_hash(shared_root / name) for name in spec.local_packages},
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+def _normalize(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _distributions(site: Path) -> dict[str, Path]:
+    """normalized name -> its .dist-info folder, for what pip installed into site."""
+    found = {}
+    for info in site.glob("*.dist-info"):
+        metadata = info / "METADATA"
+        name = None
+        if metadata.is_file():
+            for line in metadata.read_text(encoding="utf-8", errors="replace").splitlines():
+                if line.startswith("Name:"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+        found[_normalize(name or info.name.split("-")[0])] = info
+    return found
+
+
+def _record_files(site: Path, info: Path) -> list[Path]:
+    record = info / "RECORD"
+    files = []
+    if record.is_file():
+        for line in record.read_text(encoding="utf-8", errors="replace").splitlines():
+            rel = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
+            if rel:
+                files.append((site / rel).resolve())
+    return files
+
+
+def _version_of(info: Path) -> str:
+    return info.name[: -len(".dist-info")].split("-", 1)[-1]
+
+
+def _top_level(site: Path, files: list[Path]) -> list[str]:
+    tops = set()
+    site = site.resolve()
+    for path in files:
+        try:
+            rel = path.relative_to(site)
+        except ValueError:
+            continue
+        if rel.parts and not rel.parts[0].endswith(".dist-info") and rel.parts[0] != "bin":
+            tops.add(rel.parts[0])
+    return sorted(tops)
+
+
+def _remove_distribution(site: Path, info: Path) -> None:
+    site_resolved = site.resolve()
+    for path in _record_files(site, info):
+        try:
+            path.relative_to(site_resolved)
+        except ValueError:
+            continue  # never delete outside the layer
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    shutil.rmtree(info, ignore_errors=True)
+    # Folders the removed files leave empty.
+    for folder in sorted((p for p in site.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _prune(site: Path, patterns: tuple[str, ...]) -> list[str]:
+    removed = []
+    for pattern in patterns:
+        if pattern.startswith("**/"):
+            leaf = pattern[3:]
+            matches = [p for p in site.rglob("*") if fnmatch.fnmatch(p.name, leaf)]
+        else:
+            matches = list(site.glob(pattern))
+        for path in sorted(matches, key=lambda p: len(p.parts)):
+            if not path.exists() and not path.is_symlink():
+                continue
+            rel = path.relative_to(site).as_posix()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            if not pattern.startswith("**/"):
+                removed.append(rel)
+        if pattern.startswith("**/") and matches:
+            removed.append(f"{pattern} ({len(matches)})")
+    return removed
+
+
+def _elf_machine(path: Path) -> str | None:
+    with open(path, "rb") as fh:
+        head = fh.read(20)
+    if head[:4] != b"\x7fELF":
+        return None
+    machine = int.from_bytes(head[18:20], "little")
+    return {62: "x86_64", 183: "aarch64"}.get(machine, str(machine))
+
+
+def _strip_tool(machine: str) -> str | None:
+    host = _platform.machine().lower()
+    for tool in ([f"{machine}-linux-gnu-strip"] + (["strip"] if machine == host else [])):
+        if shutil.which(tool):
+            return tool
+    return None
+
+
+def _strip(site: Path, machine: str) -> tuple[list[str], list[str]]:
+    """strip --strip-unneeded on native libraries, where a strip for that machine exists.
+
+    Libraries under a ``*.libs`` folder were grafted and rewritten (patchelf) by auditwheel;
+    GNU strip can corrupt such files, so they are left alone. A strip that fails leaves the
+    original in place.
+    """
+    stripped, skipped = [], []
+    tool = _strip_tool(machine)
+    for path in sorted(site.rglob("*.so*")):
+        if not path.is_file() or path.is_symlink() or _elf_machine(path) is None:
+            continue
+        rel = path.relative_to(site).as_posix()
+        if any(part.endswith(".libs") for part in path.relative_to(site).parts):
+            skipped.append(f"{rel} (auditwheel-grafted)")
+            continue
+        if tool is None:
+            skipped.append(f"{rel} (no strip for {machine} on this machine)")
+            continue
+        before = path.stat().st_size
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+            tmp_path = Path(tmp.name)
+        try:
+            shutil.copy2(path, tmp_path)
+            result = subprocess.run([tool, "--strip-unneeded", str(tmp_path)], capture_output=True)
+            if result.returncode == 0 and tmp_path.stat().st_size < before:
+                os.replace(tmp_path, path)
+                stripped.append(rel)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+    return stripped, skipped
+
+
+def _pip_install(requirements: tuple[str, ...], target: Platform, dest: Path) -> None:
+    command = [
+        sys.executable, "-m", "pip", "install",
+        "--quiet", "--disable-pip-version-check", "--no-compile", "--no-warn-script-location",
+        "--only-binary=:all:",
+        "--python-version", target.python_version,
+        "--implementation", "cp",
+        "--abi", target.abi_tag,
+        "--target", str(dest),
+    ]
+    for tag in target.pip_platforms:
+        command += ["--platform", tag]
+    command += list(requirements)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+        raise LayerError(
+            f"pip could not install {' '.join(requirements)} for {target.name} "
+            f"(Python {target.python_version}, {', '.join(target.pip_platforms)}); pip needs the package "
+            f"index (or its cache) the first time a layer is built:\n{tail}"
+        )
+
+
+def build_layer(
+    spec: LayerSpec,
+    target: Platform,
+    shared_root: Path,
+    cache_dir: Path = CACHE_DIR,
+    log=None,
+) -> BuiltLayer:
+    """The layer's folder for this platform: from the cache, or built now (a minute or so)."""
+    shared_root = Path(shared_root)
+    key = layer_key(spec, target, shared_root)
+    folder = Path(cache_dir) / f"{spec.name}-{target.name}-cp{target.python_version.replace('.', '')}-{key}"
+    if (folder / REPORT_FILE).is_file():
+        return BuiltLayer.read(folder)
+    if log:
+        log(f"building the {spec.name} layer for {target.name} (Python {target.python_version}) into {folder}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{spec.name}-{target.name}-", dir=folder.parent))
+    try:
+        site = work / CONTENT_DIR
+        _pip_install(spec.requirements, target, site)
+        report = BuiltLayer(
+            name=spec.name, platform=target.name, machine=target.machine, python_version=target.python_version,
+            key=key, path="", requirements=list(spec.requirements), installed_bytes=folder_bytes(site),
+        )
+        keep = {_normalize(n) for n in spec.keep}
+        for name, info in sorted(_distributions(site).items()):
+            if name in keep:
+                files = _record_files(site, info)
+                report.kept[name] = {
+                    "version": _version_of(info),
+                    "top_level": _top_level(site, files),
+                    "native": any(_elf_machine(p) for p in files if p.is_file() and ".so" in p.name),
+                }
+            else:
+                report.dropped[name] = _version_of(info)
+                _remove_distribution(site, info)
+        missing = keep - set(report.kept)
+        if missing:
+            raise LayerError(f"the {spec.name} layer lacks {', '.join(sorted(missing))} after pip install")
+        for package in spec.local_packages:
+            source = shared_root / package
+            if not (source / "__init__.py").is_file():
+                raise LayerError(f"shared package {source} not found")
+            shutil.copytree(source, site / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            report.local_packages[package] = tree_hash(source)
+        report.pruned = _prune(site, spec.prune)
+        report.stripped, report.not_stripped = _strip(site, target.machine)
+        report.unzipped_bytes = folder_bytes(site)
+        (work / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2, sort_keys=True))
+        if folder.exists():  # a concurrent build finished first
+            shutil.rmtree(work)
+        else:
+            os.replace(work, folder)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return BuiltLayer.read(folder)
+
+
+def build_layers(architecture: str, shared_root: Path, cache_dir: Path = CACHE_DIR, log=None) -> dict[str, BuiltLayer]:
+    """Every layer, for one Lambda architecture."""
+    target = platform_for(architecture)
+    return {name: build_layer(spec, target, shared_root, cache_dir, log) for name, spec in LAYERS.items()}
+
+
+def host_layers(shared_root: Path, cache_dir: Path = CACHE_DIR, log=None) -> dict[str, BuiltLayer]:
+    """Every layer, built the same way for this machine (to run layer code here)."""
+    target = host_platform()
+    return {name: build_layer(spec, target, shared_root, cache_dir, log) for name, spec in LAYERS.items()}
