@@ -28,6 +28,12 @@ def cmd_build(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    if args.template:
+        from . import template_api
+
+        root = Path(args.manifest).resolve().parent if args.manifest else find_manifest().parent
+        return template_api.serve(args.template, root, host=args.host, port=args.port, api_key=args.api_key,
+                                  stack=args.stack)
     from .local_api import serve
 
     return serve(_manifest(args), host=args.host, port=args.port, api_key=args.api_key, verbose=args.verbose)
@@ -67,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--api-key", help="require this x-api-key header (default: $MAAS_API_KEY, else none)")
     serve.add_argument("--verbose", action="store_true", help="log every request (Powertools INFO logs)")
+    serve.add_argument("--template", metavar="CDK_OUT",
+                       help="serve what `cdk synth` put in this cloud assembly (e.g. cdk.out) instead of the manifest")
+    serve.add_argument("--stack", help="with --template: the stack to serve (default: the only one)")
     serve.set_defaults(func=cmd_serve)
 
     invoke = sub.add_parser("invoke", help="call a model on the local API and print the JSON answer")
