@@ -280,6 +280,7 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
                 "mode": spec.optimization.quantization,
                 "chosen": chosen["name"],
                 "reason": "the smallest candidate that meets every parity and size threshold",
+                "weight_types": quantize.WEIGHT_TYPE_REASON if schemes else None,
                 "candidates": [e for e, _ in measured],
             },
         }
