@@ -58,6 +58,29 @@ def cmd_invoke(args) -> int:
     return 0 if status < 400 else 1
 
 
+def cmd_bench(args) -> int:
+    from .bench import BenchError, run_bench
+
+    manifest = _manifest(args)
+    root = manifest.root
+    try:
+        results = run_bench(
+            manifest,
+            args.models,
+            quick=args.quick,
+            out_dir=Path(args.out) if args.out else root / "bench-results",
+            docs_dir=None if args.quick else root / "docs" / "bench",
+            markdown=Path(args.markdown) if args.markdown else (None if args.quick else root / "BENCHMARKS.md"),
+        )
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    for name, m in results["models"].items():
+        for row in m["targets"]:
+            print(f"{name}: {row['target']} = {row['value']} (goal {row['goal']:.3g}, met={row['met']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maas", description="Serverless model deployment kit")
     parser.add_argument("--manifest", help="path to models.toml (default: nearest one upwards)")
@@ -67,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("models", nargs="*", help="model names (default: all in the manifest)")
     build.add_argument("--force", action="store_true", help="rebuild even if the cached artifact matches")
     build.set_defaults(func=cmd_build)
+
+    bench = sub.add_parser("bench", help="cold start, latency, size and cost against the PyTorch baseline")
+    bench.add_argument("models", nargs="*", help="model names (default: every Lambda model)")
+    bench.add_argument("--quick", action="store_true", help="every measurement once (CI); writes no BENCHMARKS.md")
+    bench.add_argument("--out", help="folder for results.json and plots (default: bench-results/)")
+    bench.add_argument("--markdown", help="where to write the report (default: BENCHMARKS.md; none with --quick)")
+    bench.set_defaults(func=cmd_bench)
 
     serve = sub.add_parser("serve", help="run the API locally on 127.0.0.1 with the Lambda handlers in-process")
     serve.add_argument("--port", type=int, default=3000)

@@ -1,0 +1,113 @@
+"""The Lambda cost model: from measured latency and memory to dollars per million requests.
+
+Lambda gives a function CPU in proportion to its memory: one full vCPU at 1769 MB, up to 6 at
+10240 MB. Below 1769 MB the single thread gets a fraction of a core, so a CPU-bound request takes
+(1769 / memory) times its 1-thread duration; from 1769 to 3538 MB the function sees 2 vCPUs,
+throttled to (memory / 1769) of CPU time in all. Above the thread counts this machine can
+measure, no further speed-up is assumed (marked "extrapolated").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+PRICES_FILE = Path(__file__).resolve().parent.parent / "data" / "lambda_prices.json"
+MEMORY_SIZES_MB = (128, 256, 512, 768, 1024, 1536, 1769, 2048, 3008, 3538, 4096, 6144, 10240)
+ARCHITECTURES = ("arm64", "x86_64")
+HOURS_PER_MONTH = 730
+# Lambda needs room beyond the serving process's RSS (the runtime client, buffers): require this much.
+MEMORY_HEADROOM = 1.15
+# The recommended size: the cheapest whose latency is within this factor of the fastest size's.
+LATENCY_TOLERANCE = 1.5
+
+
+def load_prices(path: Path = PRICES_FILE) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def vcpu_share(memory_mb: int, mb_per_vcpu: int = 1769) -> float:
+    return memory_mb / mb_per_vcpu
+
+
+def threads_for(memory_mb: int, mb_per_vcpu: int = 1769, max_vcpus: int = 6) -> int:
+    return min(max_vcpus, max(1, math.ceil(memory_mb / mb_per_vcpu)))
+
+
+def estimated_duration_s(memory_mb: int, latency_by_threads: dict[int, float], mb_per_vcpu: int = 1769) -> tuple[float, bool]:
+    """A request's duration at `memory_mb`, from latencies measured at whole thread counts.
+
+    Returns (seconds, extrapolated): extrapolated when the size gets more vCPUs than were measured.
+    """
+    threads = threads_for(memory_mb, mb_per_vcpu)
+    measured = max(t for t in latency_by_threads if t <= threads)
+    base = latency_by_threads[measured]
+    share = vcpu_share(memory_mb, mb_per_vcpu)
+    throttle = max(1.0, measured / share)  # CPU time available vs the threads that want it
+    return base * throttle, measured < threads
+
+
+def cost_per_million(memory_mb: int, duration_s: float, prices: dict, arch: str) -> float:
+    lam = prices["lambda"]
+    step = lam["billing_granularity_ms"] / 1000.0
+    billed_s = math.ceil(round(duration_s / step, 9)) * step
+    gb_seconds = memory_mb / 1024.0 * billed_s
+    table = lam[arch]
+    return 1e6 * gb_seconds * table["gb_second"] + table["per_million_requests"]
+
+
+def breakeven_requests_per_second(cost_per_million_usd: float, hourly_usd: float) -> float:
+    """The steady request rate above which an always-on instance costs less than Lambda."""
+    per_request = cost_per_million_usd / 1e6
+    return hourly_usd / 3600.0 / per_request
+
+
+@dataclass(frozen=True)
+class SizeCost:
+    memory_mb: int
+    threads: int
+    duration_ms: float
+    extrapolated: bool
+    fits: bool
+    usd_per_million: dict
+
+    def as_dict(self) -> dict:
+        return {
+            "memory_mb": self.memory_mb,
+            "threads": self.threads,
+            "duration_ms": self.duration_ms,
+            "extrapolated": self.extrapolated,
+            "fits_memory": self.fits,
+            "usd_per_million": self.usd_per_million,
+        }
+
+
+def cost_table(latency_by_threads: dict[int, float], peak_rss_bytes: float, prices: dict, sizes=MEMORY_SIZES_MB) -> list[SizeCost]:
+    lam = prices["lambda"]
+    rows = []
+    for mb in sizes:
+        duration, extrapolated = estimated_duration_s(mb, latency_by_threads, lam["mb_per_vcpu"])
+        fits = peak_rss_bytes * MEMORY_HEADROOM <= mb * 1024 * 1024
+        rows.append(
+            SizeCost(
+                memory_mb=mb,
+                threads=threads_for(mb, lam["mb_per_vcpu"], lam["max_vcpus"]),
+                duration_ms=duration * 1000.0,
+                extrapolated=extrapolated,
+                fits=fits,
+                usd_per_million={arch: cost_per_million(mb, duration, prices, arch) for arch in ARCHITECTURES},
+            )
+        )
+    return rows
+
+
+def recommend(rows: list[SizeCost], arch: str = "arm64") -> SizeCost | None:
+    """The cheapest size that fits the process and is within LATENCY_TOLERANCE of the fastest measured size."""
+    feasible = [r for r in rows if r.fits and not r.extrapolated]
+    if not feasible:
+        return None
+    fastest = min(r.duration_ms for r in feasible)
+    near = [r for r in feasible if r.duration_ms <= fastest * LATENCY_TOLERANCE]
+    return min(near, key=lambda r: (r.usd_per_million[arch], r.memory_mb))

@@ -1,0 +1,190 @@
+"""What is measured: per model, the kit's handler, the fp32 ONNX model, and the PyTorch baseline.
+
+A `Variant` is everything a worker process needs to serve one of them. The baseline's weights are
+prepared here (the digits recipe is trained once and cached: training is not part of a cold start).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..paths import artifact_dir
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "worker.py"
+
+KIT = "kit"  # the optimized artifact through the real Lambda handler
+RUNTIME = "runtime"  # the optimized artifact through maas_runtime alone (cold start split only)
+FP32 = "onnx-fp32"  # the fp32 ONNX model through maas_runtime
+TORCH = "torch"  # PyTorch eager with the original weights
+
+LABELS = {
+    KIT: "int8 ONNX via Lambda handler",
+    RUNTIME: "int8 ONNX via maas_runtime",
+    FP32: "fp32 ONNX via maas_runtime",
+    TORCH: "PyTorch eager (baseline)",
+}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Variant:
+    model: str
+    role: str  # KIT | RUNTIME | FP32 | TORCH
+    kind: str  # worker kind: handler | runtime | torch
+    task: str
+    dir: str
+    threads: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.role}@{self.threads}t"
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.role]
+
+    def spec(self, mode: str, root: Path, first_inputs: list) -> dict:
+        return {
+            "mode": mode,
+            "kind": self.kind,
+            "model": self.model,
+            "task": self.task,
+            "dir": self.dir,
+            "threads": self.threads,
+            "handler_dir": str(root / "functions" / "model"),
+            "catalog": str(root / "build" / "catalog.json"),
+            "first_inputs": first_inputs,
+            **self.extra,
+        }
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        threads = str(self.threads)
+        env.update(
+            {
+                "MAAS_INTRA_OP_THREADS": threads,
+                "OMP_NUM_THREADS": threads,
+                "OPENBLAS_NUM_THREADS": threads,
+                "MKL_NUM_THREADS": threads,
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_SERVICE_NAME": "maas-bench",
+                "TOKENIZERS_PARALLELISM": "false",
+            }
+        )
+        # A deployed package has its bytecode: let the untimed first run write it (any value disables).
+        for name in ("MAAS_MODEL_NAME", "MAAS_MODEL_DIR", "MAAS_MODEL_S3_URI", "PYTHONDONTWRITEBYTECODE"):
+            env.pop(name, None)
+        return env
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def cache_dir(root: Path) -> Path:
+    path = root / ".cache" / "bench"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def digits_baseline(root: Path, card: dict) -> tuple[Path, Path]:
+    """The digits model as trained (fp32 torch weights), and its fp32 ONNX export as an artifact folder.
+
+    Trained once by the recipe (fixed seed, the same model the build starts from) and cached.
+    """
+    cache = cache_dir(root)
+    weights = cache / "digits-fp32.pt"
+    folder = cache / "digits-fp32"
+    if weights.exists() and (folder / "card.json").exists():
+        return weights, folder
+    import torch
+
+    from ..recipes import digits
+
+    model = digits.train(digits.load_data())
+    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    widths = [linears[0].in_features] + [m.out_features for m in linears]
+    flat = torch.nn.Sequential(*list(model.children())[1:]).eval()
+    state = {f"{i + 1}.{k}": v for i, layer in enumerate(flat) for k, v in layer.state_dict().items()}
+    torch.save({"widths": widths, "state_dict": state, "scale": 1.0 / digits.PIXEL_MAX}, weights)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    onnx_path = folder / "model.onnx"
+    torch.onnx.export(
+        flat,
+        (torch.zeros((2, 64), dtype=torch.float32),),
+        str(onnx_path),
+        input_names=["pixels"],
+        output_names=["logits"],
+        dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+    )
+    fp32_card = dict(card)
+    fp32_card["files"] = {"model.onnx": {"sha256": _sha256(onnx_path), "bytes": onnx_path.stat().st_size}}
+    fp32_card["optimization"] = {"note": "fp32 export of the trained model, for the benchmark"}
+    (folder / "card.json").write_text(json.dumps(fp32_card, indent=1))
+    return weights, folder
+
+
+def variants_for(manifest, name: str, threads: int) -> list[Variant]:
+    """The variants measured for one model; KIT also at 1 thread (Lambda sizes up to 1769 MB)."""
+    root = manifest.root
+    spec = manifest.get(name)
+    folder = artifact_dir(root, spec.name, spec.version)
+    card_path = folder / "card.json"
+    if not card_path.exists():
+        raise BenchError(f"no artifact for {name!r} at {folder}; run `maas build {name}` first")
+    card = json.loads(card_path.read_text())
+    if spec.task == "embedding":
+        fp32 = _fp32_sibling(manifest, spec)
+        if fp32 is None:
+            raise BenchError(f"no fp32 ONNX artifact (quantization = 'none') built from {spec.source.package!r}")
+        torch_dir = str(spec.source.resolve(root))
+        extra = {"max_sequence_length": card["serving"].get("max_sequence_length", 256)}
+    elif spec.task == "image-classification" and getattr(spec.source, "recipe", None) == "digits":
+        weights, fp32 = digits_baseline(root, card)
+        torch_dir, extra = str(weights), {}
+    else:
+        raise BenchError(f"no baseline known for model {name!r} ({spec.task})")
+    common = dict(model=spec.name, task=spec.task)
+    out = [
+        Variant(role=KIT, kind="handler", dir=str(folder), threads=threads, **common),
+        Variant(role=RUNTIME, kind="runtime", dir=str(folder), threads=threads, **common),
+        Variant(role=FP32, kind="runtime", dir=str(fp32), threads=threads, **common),
+        Variant(role=TORCH, kind="torch", dir=torch_dir, threads=threads, extra=extra, **common),
+    ]
+    if threads > 1:
+        out.append(Variant(role=KIT, kind="handler", dir=str(folder), threads=1, **common))
+    return out
+
+
+def _fp32_sibling(manifest, spec) -> Path | None:
+    """The manifest's unquantized build of the same source (minilm-gpu for minilm), if built."""
+    for other in manifest.models:
+        same_source = getattr(other.source, "package", None) == getattr(spec.source, "package", None)
+        if other.name != spec.name and same_source and other.optimization.quantization == "none":
+            folder = artifact_dir(manifest.root, other.name, other.version)
+            if (folder / "card.json").exists():
+                return folder
+    return None
