@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
@@ -168,18 +169,34 @@ class MaasStack(Stack):
             retain_on_delete=True,
         )
         function.function.node.add_dependency(deployment)
-        bucket.bucket.grant_read(function.role, f"{prefix}*")
-        handler = self.node.try_find_child("Custom::CDKBucketDeployment8693BB64968944B69AAFB0CC9EB8756C")
-        for rule, reason in (
-            ("AwsSolutions-IAM4", "CDK's BucketDeployment handler (copies the artifact once per deploy) uses "
-             "AWSLambdaBasicExecutionRole."),
-            ("AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
-             "CDK's BucketDeployment handler (copies the artifact once per deploy) uses AWSLambdaBasicExecutionRole."),
-            ("AwsSolutions-IAM5", "CDK's BucketDeployment grants read on the staging bucket's asset and write under the "
-             "destination prefix (object keys are wildcards by nature)."),
-            ("AwsSolutions-L1", "CDK's BucketDeployment handler runtime is chosen by aws-cdk-lib."),
-        ):
-            acknowledge(handler or deployment, rule, reason)
+        # GetObject under its own prefix only: the handler fetches card.json and the files it lists, no listing.
+        function.role.add_to_policy(iam.PolicyStatement(
+            actions=["s3:GetObject"], resources=[bucket.bucket.arn_for_objects(f"{prefix}*")],
+        ))
+        bucket_id = self.get_logical_id(bucket.bucket.node.default_child)
+        acknowledge(
+            function.role, "AwsSolutions-IAM5",
+            "Read-only access to the objects under this model's own prefix; the file names come from its card.json.",
+            findings=(f"Resource::<{bucket_id}.Arn>/{prefix}*",),
+        )
+        handler = self.node.try_find_child("Custom::CDKBucketDeployment8693BB64968944B69AAFB0CC9EB8756C") or deployment
+        acknowledge(
+            handler, "AwsSolutions-IAM5",
+            "CDK's BucketDeployment handler copies the artifact once per deploy: it reads the CDK asset from the "
+            "bootstrap staging bucket and writes (and replaces) objects in the artifact bucket; aws-cdk-lib writes "
+            "this policy.",
+            findings=(
+                "Action::s3:GetObject*", "Action::s3:GetBucket*", "Action::s3:List*", "Action::s3:DeleteObject*",
+                "Action::s3:Abort*", f"Resource::<{bucket_id}.Arn>/*",
+                "Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*",
+            ),
+        )
+        acknowledge(
+            handler, "AwsSolutions-IAM4",
+            "CDK's BucketDeployment handler uses AWSLambdaBasicExecutionRole (aws-cdk-lib's choice).",
+            findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",),
+        )
+        acknowledge(handler, "AwsSolutions-L1", "CDK's BucketDeployment handler runtime is chosen by aws-cdk-lib.")
 
 
 def _folder_bytes(folder: Path) -> int:
