@@ -309,7 +309,7 @@ class WorkerFunction:
         self.name = name
         self.memory_mb = memory_mb
         self.timeout_s = timeout_s
-        command = [python or sys.executable, "-I", "-S", str(WORKER), "--task-root", str(task_root), "--handler", handler]
+        command = [python or sys.executable, "-I", "-S", "-B", str(WORKER), "--task-root", str(task_root), "--handler", handler]
         for layer in layers:
             command += ["--layer", str(layer)]
         for folder in extra:

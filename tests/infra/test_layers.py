@@ -1,0 +1,101 @@
+"""The slim layers: sizes against Lambda's limit, and a layer built the same way for this machine
+serving the demo models in a process that sees only the function asset, the layers and the stdlib."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+
+import pytest
+
+from maas import layers
+from maas.template_api import WorkerFunction, base_environment, load_assembly
+
+LAMBDA_LIMIT_MB = 250
+TARGET_MB = 160
+
+
+def _mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and not p.is_symlink()) / 1e6
+
+
+def test_largest_function_with_its_layers_fits_lambda(synth):
+    # GIVEN what cdk deploy would upload (the assets of the synthesized assembly)
+    assembly = load_assembly(synth.outdir)
+    sizes = {}
+    for function in assembly.functions.values():
+        name = function.environment["MAAS_MODEL_NAME"]
+        sizes[name] = (_mb(function.asset), sum(_mb(layer / "python") for layer in function.layers))
+    largest = max(sizes, key=lambda n: sum(sizes[n]))
+    own, with_layers = sizes[largest]
+    print(f"\nunzipped: {largest} function {own:.1f} MB + layers {with_layers:.1f} MB = {own + with_layers:.1f} MB "
+          f"(all: {', '.join(f'{n} {sum(v):.1f}' for n, v in sizes.items())})")
+    # THEN it stays under Lambda's hard limit and within our target
+    assert own + with_layers < LAMBDA_LIMIT_MB
+    assert own + with_layers <= TARGET_MB
+
+
+def test_layer_pins_match_the_tested_environment():
+    # The layer ships the versions the rest of the suite runs with.
+    for requirement in layers.RUNTIME.requirements + layers.API.requirements:
+        name, version = requirement.split("==")
+        assert importlib.metadata.version(name.split("[")[0]) == version, requirement
+
+
+@pytest.fixture(scope="module")
+def host_layers(repo_root):
+    return layers.host_layers(repo_root / "shared", repo_root / ".cache" / "layers")
+
+
+def test_layer_leaves_out_what_serving_does_not_import(host_layers):
+    runtime = host_layers["runtime"]
+    top = {p.name for p in runtime.content.iterdir()}
+    assert {"onnxruntime", "tokenizers", "numpy", "maas_runtime"} <= top
+    for left_out in ("huggingface_hub", "sympy", "google", "flatbuffers", "yaml", "hf_xet"):
+        assert left_out not in top
+    for pruned in ("quantization", "transformers", "tools"):
+        assert not (runtime.content / "onnxruntime" / pruned).exists()
+    assert not list(runtime.content.rglob("__pycache__")) and not list(runtime.content.rglob("*.pyi"))
+    assert "huggingface-hub" in runtime.dropped
+    print(f"\nruntime layer (host build): {runtime.installed_bytes / 1e6:.1f} MB installed -> "
+          f"{runtime.unzipped_bytes / 1e6:.1f} MB; dropped {sorted(runtime.dropped)}")
+
+
+def _event(events_dir: Path, name: str) -> dict:
+    return json.loads((events_dir / name).read_text())
+
+
+@pytest.mark.parametrize("model", ["minilm", "digits"])
+def test_demo_models_serve_from_the_host_built_layer_alone(model, artifacts, host_layers, repo_root, tmp_path):
+    from infra.staging import MODEL_HANDLER, stage_function
+    from maas.local_api import LambdaContext, load_function_module
+    from maas.paths import artifact_dir
+
+    spec = artifacts.get(model)
+    folder = artifact_dir(repo_root, spec.name, spec.version)
+    asset = stage_function(repo_root, MODEL_HANDLER, model, folder, tmp_path)
+    env = base_environment() | {"MAAS_MODEL_NAME": model, "MAAS_MODEL_DIR": "model", "MAAS_CATALOG_PATH": "catalog.json"}
+    # GIVEN a process that sees only the staged function, the two layers and the standard library
+    worker = WorkerFunction(model, asset.path, [Path(host_layers["runtime"].path), Path(host_layers["api"].path)], env)
+    try:
+        assert not [p for p in worker.sys_path if "site-packages" in p]
+        event = _event(repo_root / "tests" / "events", f"invoke_{model}.json")
+        # WHEN the handler answers the canned API Gateway event
+        answer = worker.invoke(event)
+        files = worker.module_files(["onnxruntime", "tokenizers", "numpy", "maas_runtime", "aws_lambda_powertools", "app"])
+    finally:
+        worker.close()
+    # THEN everything came from the layers, and the answer matches the handler run in this process
+    home = {"onnxruntime": "runtime", "tokenizers": "runtime", "numpy": "runtime", "maas_runtime": "runtime",
+            "aws_lambda_powertools": "api"}
+    for name, layer in home.items():
+        assert Path(files[name]).resolve().is_relative_to(host_layers[layer].content.resolve()), (name, files[name])
+    assert files["app"].startswith(str(asset.path))
+    handler = load_function_module(repo_root / "functions" / "model")
+    expected = handler.create_function(handler.Config(model_name=model, model_dir=str(folder),
+                                                      catalog_path=str(repo_root / "build" / "catalog.json"))).invoke(event, LambdaContext(model))
+    assert answer["statusCode"] == expected["statusCode"] == 200
+    got, want = json.loads(answer["body"]), json.loads(expected["body"])
+    assert got["model"] == model and len(got["outputs"]) == len(want["outputs"]) > 0
+    assert json.dumps(got["outputs"]) == json.dumps(want["outputs"])  # same code, same onnxruntime build: bit-identical
