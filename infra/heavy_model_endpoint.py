@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Annotations, Aws, Fn, Stack
+from aws_cdk import Annotations, Aws, Fn, Stack, Token
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
@@ -147,13 +147,20 @@ class HeavyModelEndpoint(Construct):
         acknowledge(
             self.role, "AwsSolutions-IAM5",
             "SageMaker creates and names the endpoint's log group /aws/sagemaker/Endpoints/<endpoint name> at run time.",
-            findings=("Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/Endpoints/*",),
+            findings=(_logs_finding(stack),),
         )
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
         return iam.Grant.add_to_principal(
             grantee=grantee, actions=["sagemaker:InvokeEndpoint"], resource_arns=[self.endpoint_arn]
         )
+
+
+def _logs_finding(stack: Stack) -> str:
+    """cdk-nag's finding id for the log-group ARN (region and account as tokens or, with an env, literal)."""
+    region = "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region
+    account = "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account
+    return f"Resource::arn:<AWS::Partition>:logs:{region}:{account}:log-group:/aws/sagemaker/Endpoints/*"
 
 
 def _colon():

@@ -243,9 +243,16 @@ def host_layer_view(layer_asset: Path, shared_root: Path, cache_dir: Path) -> Pa
     host = layer_builder.host_platform()
     if report["platform"] == "host" or (report["machine"] == host.machine and report["python_version"] == host.python_version):
         return layer_asset
-    view = cache_dir / f"{layer_asset.name}-{host.machine}-cp{host.python_version.replace('.', '')}"
+    import hashlib
+
+    where = hashlib.sha256(str(layer_asset.resolve()).encode()).hexdigest()[:12]
+    view = cache_dir / f"{layer_asset.name[:40]}-{where}-{host.machine}-cp{host.python_version.replace('.', '')}"
     if (view / "python").is_dir():
-        return view
+        if all(link.exists() for link in (view / "python").iterdir()):
+            return view
+        import shutil
+
+        shutil.rmtree(view)  # an earlier assembly in the same place was replaced
     spec = layer_builder.LAYERS[report["name"]]
     native_built = layer_builder.build_layer(spec, host, shared_root, cache_dir.parent / "layers")
     native = {name: info for name, info in report["kept"].items() if info["native"]}
