@@ -20,8 +20,8 @@ ARCHITECTURES = ("arm64", "x86_64")
 HOURS_PER_MONTH = 730
 # Lambda needs room beyond the serving process's RSS (the runtime client, buffers): require this much.
 MEMORY_HEADROOM = 1.15
-# The recommended size: the cheapest whose latency is within this factor of the fastest size's.
-LATENCY_TOLERANCE = 1.5
+# The recommended size: among the sizes within this fraction of the lowest cost, the fastest.
+COST_TOLERANCE = 0.05
 
 
 def load_prices(path: Path = PRICES_FILE) -> dict:
@@ -104,10 +104,12 @@ def cost_table(latency_by_threads: dict[int, float], peak_rss_bytes: float, pric
 
 
 def recommend(rows: list[SizeCost], arch: str = "arm64") -> SizeCost | None:
-    """The cheapest size that fits the process and is within LATENCY_TOLERANCE of the fastest measured size."""
+    """The fastest size among those that fit the process and cost within COST_TOLERANCE of the
+    cheapest (below one vCPU the cost is flat while latency grows, so "cheapest" alone would pick
+    an arbitrarily slow size); ties go to the smaller size."""
     feasible = [r for r in rows if r.fits and not r.extrapolated]
     if not feasible:
         return None
-    fastest = min(r.duration_ms for r in feasible)
-    near = [r for r in feasible if r.duration_ms <= fastest * LATENCY_TOLERANCE]
-    return min(near, key=lambda r: (r.usd_per_million[arch], r.memory_mb))
+    cheapest = min(r.usd_per_million[arch] for r in feasible)
+    near = [r for r in feasible if r.usd_per_million[arch] <= cheapest * (1 + COST_TOLERANCE)]
+    return min(near, key=lambda r: (r.duration_ms, r.memory_mb))

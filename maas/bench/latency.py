@@ -62,6 +62,7 @@ def measure_latency(
                     iters = _iters(got, batch, quick, budget_s)
                     got.extend(worker.time(path, key, iters))
             log(f"  latency round {r + 1}/{rounds}")
+        overhead = measure_overhead(workers, sets, quick)
         rss = {w.variant.key: w.rss() for w in workers}
         torch_free = {w.variant.key: not w.torch_imported for w in workers if w.variant.role != TORCH}
     finally:
@@ -71,10 +72,35 @@ def measure_latency(
         "cases": {
             case: {pk: {**summary(vals), "samples": vals} for pk, vals in per.items()} for case, per in samples.items()
         },
+        "overhead": overhead,
         "rss": rss,
         "onnx_workers_without_torch": torch_free,
         "rounds": rounds,
     }
+
+
+def measure_overhead(workers: list[Worker], sets: dict, quick: bool) -> dict:
+    """Handler vs runtime vs bare session at batch 1, called alternately call by call in one
+    process; the overhead is the median of the per-call differences (robust to drift)."""
+    out = {}
+    for worker in workers:
+        if worker.variant.role != KIT:
+            continue
+        names = [p for p in ("handler", "predict", "session") if p in worker.paths]
+        for set_name in sets:
+            key = case_key(set_name, 1)
+            times = worker.paired(names, key, 5 if quick else 300)
+            diffs = {
+                f"{a}-{b}": summary([x - y for x, y in zip(times[a], times[b])])
+                for a, b in (("handler", "session"), ("handler", "predict"), ("predict", "session"))
+            }
+            out[f"{worker.variant.threads}t:{key}"] = {
+                "threads": worker.variant.threads,
+                "case": key,
+                "paths": {name: summary(vals) for name, vals in times.items()},
+                "differences": diffs,
+            }
+    return out
 
 
 def _iters(previous: list[float], batch: int, quick: bool, budget_s: float) -> int:

@@ -135,6 +135,11 @@ def render_model(m: dict, image_dir: str, results: dict) -> list[str]:
         met = {True: "yes", False: "**no**", None: "n/a" if m["task"] != "embedding" else "–"}[row["met"]]
         lines.append(f"| {row['target']} | {shown} | {goal} | {met} | {row['how']} |")
     lines.append("")
+    for row in m["targets"]:
+        if row["met"] is False:
+            factor = row["value"] / row["goal"] if row["better"] == "lower" else row["goal"] / row["value"]
+            lines.append(f"- missed: {row['target']} is {factor:.2f}× its goal ({row['value']:.3f} vs {row['goal']:.3g}).")
+    lines.append("")
 
     lines += ["### Cold start (fresh process to first answer, seconds)", ""]
     lines += ["| variant | process start | import | load (+verify) | first inference | total p50 (p25–p75) | n | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
@@ -180,18 +185,29 @@ def render_model(m: dict, image_dir: str, results: dict) -> list[str]:
         lines.append(f"| {_series_label(key)} | " + " | ".join(cells) + " |")
     lines += ["", f"![{name} latency vs batch size]({image_dir}/{name}-latency-vs-batch.png)", ""]
 
-    lines += ["### Handler overhead (batch 1, p50 ms)", ""]
+    lines += ["### Handler overhead (batch 1, paths called alternately in one process)", ""]
+    lines += [
+        "| threads | input | bare session.run p50 ms | runtime predict p50 ms | handler p50 ms | handler − session (median of pairs, p25–p75) | handler − predict | predict − session |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in lat.get("overhead", {}).values():
+        p, d = entry["paths"], entry["differences"]
+        pair = lambda k: f"{ms(d[k]['p50'], 3)} ({ms(d[k]['p25'], 3)}–{ms(d[k]['p75'], 3)})"  # noqa: E731
+        lines.append(
+            f"| {entry['threads']} | {entry['case']} | {ms(p['session']['p50'], 3)} | {ms(p['predict']['p50'], 3)} | "
+            f"{ms(p['handler']['p50'], 3)} | {pair('handler-session')} | {pair('handler-predict')} | {pair('predict-session')} |"
+        )
     b1 = lat["cases"][case_key(first, 1)]
-    get = lambda path: b1.get(f"{KIT}@{t}t:{path}", {}).get("p50")  # noqa: E731
-    session, predict, handler, api = get("session"), get("predict"), get("handler"), get("localapi")
-    lines += ["| layer | p50 ms | added over the layer below |", "|---|---|---|"]
-    prev = None
-    for label, val in (("bare session.run", session), ("maas_runtime predict (+tokenize, pool, to lists)", predict), ("Lambda handler (+event parsing, validation, Powertools, JSON)", handler), ("HTTP through the local API (+socket, event building)", api)):
-        if val is None:
-            lines.append(f"| {label} | pending (not available in this run) | – |")
-            continue
-        lines.append(f"| {label} | {ms(val, 3)} | {'–' if prev is None else ms(val - prev, 3)} |")
-        prev = val
+    api, handler = b1.get(f"{KIT}@{t}t:localapi"), b1.get(f"{KIT}@{t}t:handler")
+    lines.append("")
+    if api and handler:
+        lines.append(
+            f"End to end over HTTP through the local API (`maas serve`, keep-alive client in the same process): "
+            f"p50 {ms(api['p50'])} ms vs {ms(handler['p50'])} ms for the handler called in-process "
+            f"(interleaved rounds, {first} batch 1)."
+        )
+    else:
+        lines.append("End to end through the local API: pending (maas.local_api not available in this run).")
     lines.append("")
 
     lines += ["### Memory (peak RSS of the warm serving process after all batch sizes)", ""]
@@ -270,8 +286,8 @@ def render_cost(m: dict) -> list[str]:
         "Model: below 1769 MB a request takes (1769 / memory) × its 1-thread duration; from 1769 to 3538 MB the function "
         "has 2 vCPUs throttled to memory/1769 of CPU time, timed with 2 threads; larger sizes are not measured here "
         "(no further speed-up assumed). Duration is billed per 1 ms, rounded up, plus the request charge. A size fits "
-        "when 1.15 × the peak RSS is within it. The recommendation is the cheapest fitting size whose duration is within "
-        "1.5× of the fastest measured size's. The break-even rate ignores the GPU instance's own throughput limit and "
+        "when 1.15 × the peak RSS is within it. The recommendation is the fastest fitting size whose cost is within 5% "
+        "of the cheapest fitting size's. The break-even rate ignores the GPU instance's own throughput limit and "
         "the cost of Lambda init time.",
         "",
     ]

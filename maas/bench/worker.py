@@ -304,6 +304,19 @@ def serve(server, spec) -> None:
                 call()
                 times.append(time.perf_counter() - t0)
             send({"times": times})
+        elif op == "paired":
+            # Paths called alternately, call by call, so drift hits each pair alike.
+            names = cmd["paths"]
+            calls = {name: paths[name](inputs[cmd["key"]]) for name in names}
+            for call in calls.values():
+                call()
+            times = {name: [] for name in names}
+            for i in range(int(cmd["iters"])):
+                for name in names[i % len(names):] + names[: i % len(names)]:
+                    t0 = time.perf_counter()
+                    calls[name]()
+                    times[name].append(time.perf_counter() - t0)
+            send({"times": times})
         elif op == "rss":
             send({"peak_rss_bytes": peak_rss_bytes(), "rss_bytes": current_rss_bytes()})
         elif op == "exit":

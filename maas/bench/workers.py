@@ -89,6 +89,9 @@ class Worker:
     def time(self, path: str, key: str, iters: int) -> list[float]:
         return self.ask(op="time", path=path, key=key, iters=iters)["times"]
 
+    def paired(self, paths: list[str], key: str, iters: int) -> dict[str, list[float]]:
+        return self.ask(op="paired", paths=paths, key=key, iters=iters)["times"]
+
     def rss(self) -> dict:
         return self.ask(op="rss")
 

@@ -56,6 +56,13 @@ def test_every_batch_size_is_timed_on_every_path(bench, name):
     b1 = m["latency"]["cases"][f"{m['first_set']}/b1"]
     # the handler runs the session and more: its fastest call is slower than the bare session's
     assert min(b1[f"kit@{t}t:handler"]["samples"]) > min(b1[f"kit@{t}t:session"]["samples"])
+    # paired per-call differences, at both thread counts: the handler costs more than the session it wraps
+    paired = [e for e in m["latency"]["overhead"].values() if e["case"] == f"{m['first_set']}/b1"]
+    assert sorted(e["threads"] for e in paired) == sorted({1, t})
+    for e in paired:
+        assert e["differences"]["handler-session"]["p50"] > 0
+        assert e["differences"]["handler-session"]["n"] == e["paths"]["handler"]["n"] >= 5
+    assert {row["target"] for row in m["targets"]} >= {"cold_start_ratio", "handler_overhead_ms", "footprint_ratio"}
 
 
 def test_minilm_roofline_counts_the_transformers_matmuls(bench):
