@@ -343,3 +343,17 @@ def test_metrics_carry_latency_batch_size_tokens_and_the_model_dimension(handler
     values = {k: v[0] if isinstance(v, list) else v for k, v in emf.items()}
     assert values["model"] == "minilm" and values["batch_size"] == 2.0 and values["input_tokens"] > 4 and values["latency"] > 0
     assert ["model", "service"] in emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+
+
+def test_with_tracing_on_the_function_wraps_requests_in_a_tracer(handler_module, artifacts, monkeypatch):
+    # GIVEN tracing enabled, as in Lambda (outside Lambda, Powertools' Tracer records nothing)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")
+    config = handler_module.Config(
+        model_name="digits", model_dir=str(artifacts / "digits/1.0.0"), catalog_path=str(artifacts / "catalog.json")
+    )
+    # WHEN a function is created and invoked
+    function = handler_module.create_function(config)
+    status, body = answer(function.invoke(event("invoke_digits"), Context()))
+    # THEN it has a Tracer and still answers
+    assert function.tracer is not None
+    assert status == 200 and body["outputs"][0][0]["label"] == "0"
