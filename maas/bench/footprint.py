@@ -90,3 +90,24 @@ def baseline_weight_files(folder: Path) -> list[Path]:
     wanted = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
     files = [folder / n for n in wanted if (folder / n).exists()]
     return files + sorted(folder.glob("*.safetensors"))
+
+
+def deployed_bytes(architecture: str, root: Path, model_files: list[Path], log=print) -> dict:
+    """What `cdk deploy` uploads for one model function, unzipped: the slim layers as maas.layers
+    builds them for the function's architecture (cached after the first build) + handler code + model."""
+    from ..layers import build_layers
+
+    try:
+        layers = build_layers(architecture, root / "shared", log=log)
+    except Exception as exc:  # no package index and no cache: report it, keep the other figures
+        return {"error": f"{exc.__class__.__name__}: {exc}"}
+    layer_bytes = {name: layer.unzipped_bytes for name, layer in layers.items()}
+    handler = _tree_bytes(root / "functions" / "model")
+    model = sum(p.stat().st_size for p in model_files)
+    return {
+        "architecture": architecture,
+        "layers": layer_bytes,
+        "handler_code_bytes": handler,
+        "model_bytes": model,
+        "total_bytes": sum(layer_bytes.values()) + handler + model,
+    }

@@ -237,6 +237,17 @@ def render_model(m: dict, image_dir: str, results: dict) -> list[str]:
         "Lambda's Python runtime already provides (boto3, botocore, s3transfer, jmespath, urllib3, dateutil, six).",
         "",
     ]
+    deployed = fp.get("deployed", {})
+    if "total_bytes" in deployed:
+        parts = ", ".join(f"{name} layer {mb(b)} MB" for name, b in deployed["layers"].items())
+        lines += [
+            f"Deployed ({deployed['architecture']}, unzipped, as `cdk deploy` uploads it): {parts}, handler "
+            f"{mb(deployed['handler_code_bytes'])} MB, model {mb(deployed['model_bytes'])} MB: **{mb(deployed['total_bytes'])} MB**, "
+            f"{deployed['total_bytes'] / fp['baseline']['total_closure_bytes']:.3f} of the baseline's whole closure + weights.",
+            "",
+        ]
+    elif deployed:
+        lines += [f"Deployed size: not measured ({deployed['error']}).", ""]
 
     rl = m["roofline"]
     lines += ["### Roofline (batch 32)", ""]
