@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from maas_api import ApiFunction
 from maas_api.constants import (
     DEFAULT_CATALOG_FILE,
     ENV_CATALOG_PATH,
@@ -27,7 +26,6 @@ from maas_api.constants import (
     ENV_MODEL_S3_URI,
     ENV_TMP_DIR,
 )
-from maas_api.errors import ApiError, BadGateway, GatewayTimeout, Unavailable, from_runtime
 from maas_runtime import CARD_FILE, ArtifactError, RuntimeLibraryError, load_model, read_card, verify_artifact
 
 HERE = Path(__file__).resolve().parent
@@ -56,6 +54,34 @@ class Config:
             catalog_path=env.get(ENV_CATALOG_PATH) or str(HERE / DEFAULT_CATALOG_FILE),
             tmp_dir=env.get(ENV_TMP_DIR) or None,
         )
+
+
+def _preload_packaged_model() -> threading.Thread | None:
+    """Lambda's init phase: start loading a packaged model before the heavy imports below.
+
+    Verifying the files (hashlib) and building the ONNX Runtime session are native code that
+    releases the GIL, so they overlap with importing Powertools and pydantic (~0.1 s each).
+    The backend's first model() call then finds the model loaded, or waits for it.
+    """
+    config = Config.from_env()
+    if not (config.model_name and config.model_dir):
+        return None
+
+    def load() -> None:
+        try:
+            load_model(config.model_dir)
+        except Exception:  # noqa: BLE001 - the backend loads again and answers the error per request
+            pass
+
+    thread = threading.Thread(target=load, name="maas-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+_preload = _preload_packaged_model()
+
+from maas_api import ApiFunction  # noqa: E402 - after the preload starts, on purpose (see above)
+from maas_api.errors import ApiError, BadGateway, GatewayTimeout, Unavailable, from_runtime  # noqa: E402
 
 
 # --- the artifact from S3 --------------------------------------------------------------------

@@ -109,20 +109,19 @@ class HandlerServer:
         self.spec = spec
 
     def import_(self):
-        os.environ.pop("MAAS_MODEL_NAME", None)  # import without the module's init-time load
+        # Lambda's init phase, as Lambda runs it: the environment is set and app.py is imported,
+        # which starts loading the packaged model in a thread while its own imports go on.
+        os.environ["MAAS_MODEL_NAME"] = self.spec["model"]
+        os.environ["MAAS_MODEL_DIR"] = self.spec["dir"]
+        os.environ["MAAS_CATALOG_PATH"] = self.spec["catalog"]
         sys.path.insert(0, self.spec["handler_dir"])
         import app  # noqa: F401
 
         self.app = app
 
     def load(self):
-        # Exactly what app.py does at import time when MAAS_MODEL_NAME is set (Lambda's init phase).
-        os.environ["MAAS_MODEL_NAME"] = self.spec["model"]
-        os.environ["MAAS_MODEL_DIR"] = self.spec["dir"]
-        os.environ["MAAS_CATALOG_PATH"] = self.spec["catalog"]
-        app = self.app
-        app._function = app.create_function(app.Config.from_env())
-        self.model = app._function.backend.model()
+        # Whatever of the model load the imports did not already cover (the init's tail).
+        self.model = self.app._function.backend.model()
 
     def answer(self, inputs):
         response = self.app.lambda_handler(invoke_event(self.spec["model"], inputs), Context())

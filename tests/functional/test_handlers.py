@@ -357,3 +357,62 @@ def test_with_tracing_on_the_function_wraps_requests_in_a_tracer(handler_module,
     # THEN it has a Tracer and still answers
     assert function.tracer is not None
     assert status == 200 and body["outputs"][0][0]["label"] == "0"
+
+
+_INIT_SCRIPT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import app  # Lambda's init: starts loading the packaged model
+preloaded = app._preload is not None
+app._preload.join(60)
+class Context:
+    function_name = "f"; function_version = "1"; memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:f"; aws_request_id = "r"
+    def get_remaining_time_in_millis(self): return 10000
+response = app.lambda_handler(json.load(open(sys.argv[2])), Context())
+print(json.dumps({"preloaded": preloaded, "status": response["statusCode"], "body": json.loads(response["body"])}))
+"""
+
+
+def _cold_start(artifact_dir: Path, tmp_path: Path) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "MAAS_MODEL_NAME": "digits",
+        "MAAS_MODEL_DIR": str(artifact_dir),
+        "MAAS_CATALOG_PATH": str(BUILD / "catalog.json"),
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "ERROR",
+    }
+    script = tmp_path / "init.py"
+    script.write_text(_INIT_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(ROOT / "functions" / "model"), str(EVENTS / "invoke_digits.json")],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_cold_start_preloads_the_packaged_model_and_answers(artifacts, tmp_path):
+    # GIVEN a function whose environment names a packaged artifact (as Lambda sets it)
+    # WHEN a fresh process imports the handler (Lambda's init) and gets its first request
+    result = _cold_start(artifacts / "digits/1.0.0", tmp_path)
+    # THEN the model was loaded during init and the first request is answered
+    assert result["preloaded"] is True
+    assert result["status"] == 200 and result["body"]["outputs"][0][0]["label"] == "0"
+
+
+def test_a_cold_start_with_a_tampered_artifact_answers_503_instead_of_crashing(artifacts, tmp_path):
+    folder = tmp_path / "digits"
+    shutil.copytree(artifacts / "digits/1.0.0", folder)
+    data = bytearray((folder / "model.onnx").read_bytes())
+    data[100] ^= 0xFF
+    (folder / "model.onnx").write_bytes(bytes(data))
+    result = _cold_start(folder, tmp_path)
+    assert result["status"] == 503
+    assert result["body"]["error"]["code"] == "artifact_invalid"
+    assert "sha256" in result["body"]["error"]["message"]
