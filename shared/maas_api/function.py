@@ -25,7 +25,6 @@ from aws_lambda_powertools.shared.constants import TRACER_DISABLED_ENV as TRACE_
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
@@ -333,6 +332,9 @@ class ApiFunction:
 
     def openapi_json(self) -> str:
         if self._openapi is None:
+            # Imported here, not at module load: the OpenAPI models cost ~50 ms of every cold start.
+            from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+
             self._openapi = self.app.get_openapi_json_schema(
                 title="maas: models as a service",
                 version=__version__,
