@@ -215,7 +215,7 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
         pruned = work / "pruned.onnx"
         onnx.save(graph, str(pruned))
         del graph
-        _log(spec.name, f"  sparsity achieved {pruning['achieved']:.1%} over {len(prune.prunable_weights(onnx.load(str(pruned))))} weight matrices")
+        _log(spec.name, f"  sparsity achieved {pruning['achieved']:.1%} over {pruning['weight_matrices']} weight matrices")
 
         base = _base_card(spec, exported)
         schemes = quantize.schemes_for(spec.optimization.quantization)

@@ -48,4 +48,9 @@ def prune(model: onnx.ModelProto, target: float) -> dict:
             threshold = np.partition(np.abs(w).ravel(), k - 1)[k - 1]
             w[np.abs(w) <= threshold] = 0
             inits[name].CopyFrom(numpy_helper.from_array(w.astype(w.dtype), name))
-    return {"requested": target, "achieved": round(sparsity(model), 4), "weights_pruned": len(names) if target else 0}
+    return {
+        "requested": target,
+        "achieved": round(sparsity(model), 4),
+        "weight_matrices": len(names),
+        "weights_pruned": len(names) if target else 0,
+    }
