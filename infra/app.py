@@ -55,6 +55,7 @@ def create_app(context: dict | None = None, outdir: str | None = None) -> tuple[
             staging_dir=_path(app, "maas:staging", Path(".cache") / "infra", root),
             layer_cache_dir=_path(app, "maas:layerCache", Path(".cache") / "layers", root),
             api=api,
+            alarm_email=app.node.try_get_context("maas:alarmEmail"),
         ),
         description="maas: per-model Lambda functions, GPU SageMaker endpoints and one API Gateway",
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),

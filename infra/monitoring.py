@@ -1,8 +1,7 @@
 """ModelMonitoring: one model's alarms and dashboard.
 
 Alarms: the API's 5xx on the model's invoke route, its p99 latency, the function's throttles and
-the function's errors (on the live alias). No alarm action by default: add an SNS topic with
-`alarm.add_alarm_action` where your on-call is. The dashboard shows the same metrics plus
+the function's errors (on the live alias), each notifying the stack's alarm topic. The dashboard shows the same metrics plus
 requests, and, for SageMaker models, the endpoint's invocations, model latency and instance count.
 """
 
@@ -13,7 +12,9 @@ from dataclasses import dataclass
 from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from .model_api import STAGE
@@ -37,6 +38,7 @@ class ModelMonitoring(Construct):
         api: apigw.RestApi,
         route: str,
         alias: lambda_.IFunction,
+        alarm_topic: sns.ITopic,
         endpoint_name: str | None = None,
         settings: MonitoringSettings = MonitoringSettings(),
     ) -> None:
@@ -56,13 +58,17 @@ class ModelMonitoring(Construct):
         self.throttles = alias.metric_throttles(period=period, statistic="Sum")
         self.errors = alias.metric_errors(period=period, statistic="Sum")
 
+        notify = cloudwatch_actions.SnsAction(alarm_topic)
+
         def alarm(alarm_id: str, metric, threshold: float, what: str) -> cloudwatch.Alarm:
-            return cloudwatch.Alarm(
+            created = cloudwatch.Alarm(
                 self, alarm_id, metric=metric, threshold=threshold, evaluation_periods=1,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
                 alarm_description=f"{model_name}: {what}",
             )
+            created.add_alarm_action(notify)
+            return created
 
         self.alarms = {
             "5xx": alarm("FiveXxAlarm", self.five_xx, settings.five_xx_per_5_minutes, f"5xx answers on POST {route}"),

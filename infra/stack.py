@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
@@ -26,6 +27,7 @@ from maas_api.constants import (
     ENV_SAGEMAKER_ENDPOINT,
 )
 
+from .alarm_topic import AlarmTopic
 from .artifact_bucket import ArtifactBucket
 from .heavy_model_endpoint import HeavyModelEndpoint, HeavyModelEndpointProps
 from .nag import acknowledge
@@ -74,6 +76,7 @@ class StackInputs:
     staging_dir: Path
     layer_cache_dir: Path
     api: ApiSettings = field(default_factory=ApiSettings)
+    alarm_email: str | None = None
 
 
 class MaasStack(Stack):
@@ -83,6 +86,7 @@ class MaasStack(Stack):
         root = manifest.root
         self.layers = RuntimeLayers(self, "Layers", shared_root=root / "shared", cache_dir=inputs.layer_cache_dir)
         self.model_api = ModelApi(self, "ModelApi", settings=inputs.api)
+        self.alarm_topic = AlarmTopic(self, "Alarms", email=inputs.alarm_email)
         self.models: dict[str, DeployedModel] = {}
         self.artifacts: ArtifactBucket | None = None
 
@@ -126,11 +130,13 @@ class MaasStack(Stack):
                 endpoint.grant_invoke(function.role)
             elif lam.artifact == "s3":
                 self._upload_artifact(spec, folder, function)
+            function.errors_alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic.topic))
             self.model_api.add_model_routes(spec.name, function.alias, embeddings=spec.task == "embedding")
             route = self.model_api.routes[spec.name]
             ModelMonitoring(
                 self, f"{cid}Monitoring", model_name=spec.name, api=self.model_api.api, route=route,
-                alias=function.alias, endpoint_name=endpoint.endpoint_name if endpoint else None,
+                alias=function.alias, alarm_topic=self.alarm_topic.topic,
+                endpoint_name=endpoint.endpoint_name if endpoint else None,
             )
             self.models[spec.name] = DeployedModel(
                 spec.name, spec.target, spec.task, function, route, endpoint, asset,
@@ -144,6 +150,8 @@ class MaasStack(Stack):
         CfnOutput(self, "ApiUrl", value=self.model_api.url, description="The API's base URL (stage prod)")
         CfnOutput(self, "ApiKeyId", value=self.model_api.api_key.key_id,
                   description="aws apigateway get-api-key --include-value --api-key <id> gives the x-api-key value")
+        CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic.topic_arn,
+                  description="Every model's alarms notify this SNS topic: subscribe your on-call to it")
         CfnOutput(self, "DefaultModel", value=default, description="The function answering /models, /health, /v1/embeddings")
 
     def default_model(self) -> str:

@@ -179,6 +179,29 @@ def test_alarms_dashboards_and_outputs_per_model(synth, manifest):
         assert any(f"/models/{spec.name}/invoke" in r for r in routes)
 
 
+def test_every_alarm_notifies_an_encrypted_topic_that_cloudwatch_can_use(synth):
+    # GIVEN the synthesized stack
+    (topic_id, topic), = synth.of_type("AWS::SNS::Topic").items()
+    (key_id, key), = synth.of_type("AWS::KMS::Key").items()
+    # THEN the topic is encrypted with the customer-managed key, which rotates
+    assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    assert key["Properties"]["EnableKeyRotation"] is True
+    # AND CloudWatch (and only it, besides the account) may use that key
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    cloudwatch = [s for s in statements if s["Principal"].get("Service") == "cloudwatch.amazonaws.com"]
+    assert len(cloudwatch) == 1 and set(cloudwatch[0]["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    # AND the topic refuses plain HTTP publishers
+    (policy,) = synth.of_type("AWS::SNS::TopicPolicy").values()
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in policy["Properties"]["PolicyDocument"]["Statement"])
+    # AND every alarm notifies it
+    alarms = synth.of_type("AWS::CloudWatch::Alarm")
+    assert alarms
+    for name, alarm in alarms.items():
+        assert alarm["Properties"].get("AlarmActions") == [{"Ref": topic_id}], name
+    assert "AlarmTopicArn" in synth.template["Outputs"]
+
+
 def test_cdk_nag_passes_with_reasons(synth):
     # A violation would have failed the synth; acknowledgements all carry a reason (infra/nag.py refuses empty ones).
     report = synth.outdir / "validation-report.json"
