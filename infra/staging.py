@@ -16,14 +16,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from maas.layers import tree_hash
-from maas.paths import BUILD_DIR, artifact_dir
+from maas.paths import BUILD_DIR, artifact_dir, materialize
 
 STAGING_DIR = Path(".cache") / "infra"
 FUNCTIONS_DIR = "functions"
@@ -77,24 +75,6 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _materialize(dest: Path, fill) -> Path:
-    """Create dest atomically with fill(tmp_folder), unless it already exists."""
-    if dest.is_dir():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
-        fill(work)
-        if dest.exists():
-            shutil.rmtree(work)
-        else:
-            os.replace(work, dest)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return dest
-
-
 def stage_function(root: Path, handler: str, name: str, artifact: Path | None, staging_dir: Path) -> StagedAsset:
     """The folder Lambda runs: app.py (and siblings), model/ when packaged, catalog.json."""
     handler_dir = root / FUNCTIONS_DIR / handler
@@ -113,7 +93,7 @@ def stage_function(root: Path, handler: str, name: str, artifact: Path | None, s
         if artifact is not None:
             shutil.copytree(artifact, work / PACKAGED_MODEL_DIR)
 
-    path = _materialize(Path(staging_dir) / "functions" / f"{name}-{key}", fill)
+    path = materialize(Path(staging_dir) / "functions" / f"{name}-{key}", fill)
     return StagedAsset(path.resolve(), key)
 
 
@@ -126,7 +106,7 @@ def stage_model_archive(root: Path, name: str, artifact: Path, staging_dir: Path
         serving = _serving_module(root)
         serving.package_model(artifact, work / "model.tar.gz")
 
-    _materialize(folder, fill)
+    materialize(folder, fill)
     archive = (folder / "model.tar.gz").resolve()
     return StagedAsset(archive, _file_hash(archive)[:20])
 

@@ -34,6 +34,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .paths import materialize
+
 LAYER_PYTHON_VERSION = "3.12"
 """Lambda's runtime for every function (python3.12)."""
 
@@ -418,9 +420,8 @@ def build_layer(
         return BuiltLayer.read(folder)
     if log:
         log(f"building the {spec.name} layer for {target.name} (Python {target.python_version}) into {folder}")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{spec.name}-{target.name}-", dir=folder.parent))
-    try:
+
+    def fill(work: Path) -> None:
         site = work / CONTENT_DIR
         _pip_install(spec.requirements, target, site)
         report = BuiltLayer(
@@ -452,13 +453,8 @@ def build_layer(
         report.stripped, report.not_stripped = _strip(site, target.machine)
         report.unzipped_bytes = folder_bytes(site)
         (work / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2, sort_keys=True))
-        if folder.exists():  # a concurrent build finished first
-            shutil.rmtree(work)
-        else:
-            os.replace(work, folder)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+
+    materialize(folder, fill)
     return BuiltLayer.read(folder)
 
 

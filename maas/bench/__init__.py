@@ -17,7 +17,7 @@ from pathlib import Path
 from . import cost as cost_model
 from .coldstart import measure_coldstarts
 from .footprint import BASELINE_PACKAGES, KIT_PACKAGES, baseline_weight_files, deployed_bytes, stack_bytes
-from .latency import case_key, measure_latency, path_key
+from .latency import case_key, measure_latency
 from .roofline import machine_peak, matmul_flops
 from .variants import FP32, KIT, TORCH, BenchError, default_threads, variants_for
 from .workload import describe, workload
