@@ -35,13 +35,15 @@ class ModelFunctionProps:
     version: str
     asset: StagedAsset
     layers: list
+    # Sizing and cold-start settings: the manifest's `lambda` table, whose defaults live in
+    # maas.manifest.LambdaSettings (one place), so none are repeated here.
+    architecture: str
+    memory_mb: int
+    timeout_s: int
+    reserved_concurrency: int | None
+    provisioned_concurrency: int
+    snap_start: bool
     environment: dict = field(default_factory=dict)
-    architecture: str = "arm64"
-    memory_mb: int = 1769
-    timeout_s: int = 15
-    reserved_concurrency: int | None = None
-    provisioned_concurrency: int = 0
-    snap_start: bool = False
     description: str = ""
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
     deployment_config: codedeploy.ILambdaDeploymentConfig = codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_5_MINUTES
