@@ -70,6 +70,22 @@ def _mean_pooled(hidden, mask):
     return l2_normalize(mean_pool(hidden, mask))
 
 
+def _text_reference(task: str, encoder, texts: list[str], run) -> np.ndarray:
+    """The fp32 original's outputs, fed exactly the tokens the served model will see.
+
+    `run(feeds)` is the original's forward pass; pooling (embeddings) or softmax (classifiers)
+    is the runtime's own, so only the model differs between reference and served output.
+    """
+    from maas_runtime.tasks import softmax
+
+    rows = []
+    for start in range(0, len(texts), 16):
+        feeds, _ = encoder.encode(texts[start : start + 16])
+        raw = run(feeds)
+        rows.append(_mean_pooled(raw, feeds["attention_mask"]) if task == "embedding" else softmax(raw))
+    return np.concatenate(rows)
+
+
 def _export_huggingface(spec: ModelSpec, folder: Path, work: Path) -> Exported:
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification
@@ -83,38 +99,28 @@ def _export_huggingface(spec: ModelSpec, folder: Path, work: Path) -> Exported:
 
     if spec.task == "embedding":
         model = AutoModel.from_pretrained(str(folder)).eval()
-
-        class LastHidden(torch.nn.Module):
-            """The encoder's token vectors; pooling and normalization run in maas_runtime."""
-
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, input_ids, attention_mask, token_type_ids):
-                out = self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-                return out.last_hidden_state
-
-        wrapper = LastHidden(model).eval()
+        # The encoder's token vectors; pooling and normalization run in maas_runtime.
         output_name = "last_hidden_state"
-        dims = model.config.hidden_size
-        outputs = {"type": "embedding", "dimensions": dims, "pooling": "mean", "normalize": True}
+        outputs = {"type": "embedding", "dimensions": model.config.hidden_size, "pooling": "mean", "normalize": True}
     else:
         model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
-
-        class Logits(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, input_ids, attention_mask, token_type_ids):
-                return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
-
-        wrapper = Logits(model).eval()
         output_name = "logits"
         id2label = model.config.id2label
         labels = list(spec.labels or [id2label[i] for i in range(len(id2label))])
         outputs = {"type": "labels", "labels": labels}
+
+    class OneOutput(torch.nn.Module):
+        """A Hugging Face model as tensors in, one named output out (the graph's only output)."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return getattr(out, output_name)
+
+    wrapper = OneOutput(model).eval()
 
     sample, _ = encoder.encode(["a short one", "and a somewhat longer second example"])
     args = tuple(torch.from_numpy(sample[n]) for n in TEXT_INPUTS)
@@ -123,24 +129,16 @@ def _export_huggingface(spec: ModelSpec, folder: Path, work: Path) -> Exported:
     axes[output_name] = {0: "batch"} if output_name == "logits" else {0: "batch", 1: "sequence"}
     _torch_export(wrapper, args, path, TEXT_INPUTS, [output_name], axes)
 
-    # The fp32 PyTorch original, fed exactly the tokens the served model will see.
-    reference = []
     with torch.inference_mode():
-        for start in range(0, len(texts), 16):
-            feeds, _ = encoder.encode(texts[start : start + 16])
-            result = wrapper(*(torch.from_numpy(feeds[n]) for n in TEXT_INPUTS)).numpy()
-            if spec.task == "embedding":
-                reference.append(_mean_pooled(result, feeds["attention_mask"]))
-            else:
-                from maas_runtime.tasks import softmax
-
-                reference.append(softmax(result))
+        reference = _text_reference(
+            spec.task, encoder, texts, lambda feeds: wrapper(*(torch.from_numpy(feeds[n]) for n in TEXT_INPUTS)).numpy()
+        )
     return Exported(
         onnx_path=path,
         inputs={"type": "text", "tokenizer": "tokenizer.json", "max_sequence_length": max_length},
         outputs=outputs,
         eval_inputs=texts,
-        reference=np.concatenate(reference),
+        reference=reference,
         extra_files={"tokenizer.json": tokenizer},
         description=evalsets.TEXT_SET_DESCRIPTION.format(count=len(texts)),
     )
@@ -193,14 +191,7 @@ def _export_onnx(spec: ModelSpec, file: Path, root: Path, work: Path) -> Exporte
         raise ExportError(f"{spec.name}: graph inputs {names} are not a subset of {TEXT_INPUTS}")
     encoder = _text_encoder(tokenizer, spec.serving.max_sequence_length)
     texts = evalsets.embedding_texts()
-    reference = []
-    from maas_runtime.tasks import softmax
-
-    for start in range(0, len(texts), 16):
-        feeds, _ = encoder.encode(texts[start : start + 16])
-        result = session.run(None, {n: feeds[n] for n in names})[0]
-        reference.append(_mean_pooled(result, feeds["attention_mask"]) if spec.task == "embedding" else softmax(result))
-    reference = np.concatenate(reference)
+    reference = _text_reference(spec.task, encoder, texts, lambda feeds: session.run(None, {n: feeds[n] for n in names})[0])
     if spec.task == "embedding":
         outputs = {"type": "embedding", "dimensions": int(reference.shape[1]), "pooling": "mean", "normalize": True}
     else:
