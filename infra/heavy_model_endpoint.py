@@ -21,6 +21,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
+from maas_api.constants import ENV_MODEL_NAME
 
 from .nag import acknowledge
 from .staging import StagedAsset
@@ -100,7 +101,7 @@ class HeavyModelEndpoint(Construct):
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 image=image,
                 model_data_url=self.model_data.s3_object_url,
-                environment={"MAAS_MODEL_NAME": props.model_name},
+                environment={ENV_MODEL_NAME: props.model_name},
             ),
         )
         self.model.node.add_dependency(self.role)

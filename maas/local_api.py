@@ -391,10 +391,14 @@ def load_serving_module(root: Path):
         return _modules[str(path)]
 
 
+# Off Lambda there is no X-Ray daemon to take traces and no CloudWatch to read metric logs.
+POWERTOOLS_OFF_LAMBDA = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
+
+
 def configure_local_environment(verbose: bool = False) -> None:
     """Process-wide Powertools settings for running handlers off Lambda (set once, never per request)."""
-    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    for key, value in POWERTOOLS_OFF_LAMBDA.items():
+        os.environ.setdefault(key, value)
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO" if verbose else "WARNING")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 

@@ -29,10 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maas_api.constants import ENV_API_KEY, ENV_MODEL_NAME, ENV_SAGEMAKER_ENDPOINT, ENV_SAGEMAKER_RUNTIME_URL
+
 from . import layers as layer_builder
 from .local_api import (
     DEFAULT_HOST,
     FUNCTIONS_DIR,
+    POWERTOOLS_OFF_LAMBDA,
     FunctionInstance,
     LocalApi,
     Route,
@@ -42,8 +45,6 @@ from .local_api import (
 WORKER = Path(__file__).resolve().parent / "lambda_worker.py"
 OVERLAY_DIR = Path(".cache") / "template-serve"
 LAMBDA_PROVIDED_MODULES = ("boto3", "botocore", "s3transfer", "urllib3", "dateutil", "six", "jmespath")
-ENV_SAGEMAKER_ENDPOINT = "MAAS_SAGEMAKER_ENDPOINT"
-ENV_SAGEMAKER_RUNTIME_URL = "MAAS_SAGEMAKER_RUNTIME_URL"
 
 
 class TemplateError(RuntimeError):
@@ -373,8 +374,7 @@ def base_environment() -> dict[str, str]:
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,
         "AWS_LAMBDA_RUNTIME_API": "",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_DISABLED": "true",
+        **POWERTOOLS_OFF_LAMBDA,
         "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
         "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
@@ -442,7 +442,7 @@ def template_stack(cdk_out: str | os.PathLike, root: Path, stack: str | None = N
                         f"models with lambda.artifact = 's3' cannot be served from the template locally"
                     )
             layers = [host_layer_view(layer, shared_root, cache_dir) for layer in fdef.layers]
-            name = env.get("MAAS_MODEL_NAME") or fid
+            name = env.get(ENV_MODEL_NAME) or fid
             result.functions[fid] = WorkerFunction(
                 name, fdef.asset, layers, env, handler=fdef.handler, extra=[provided],
                 memory_mb=fdef.memory_mb, timeout_s=fdef.timeout_s,
@@ -467,7 +467,7 @@ def serve(cdk_out: str | os.PathLike, root: Path, host: str = DEFAULT_HOST, port
     except TemplateError as exc:
         print(f"cannot serve the template: {exc}", file=out)
         return 1
-    api = LocalApi(built.routes, api_key=api_key or os.environ.get("MAAS_API_KEY"))
+    api = LocalApi(built.routes, api_key=api_key or os.environ.get(ENV_API_KEY))
     url = api.start(host, port)
     print(f"maas local API from {cdk_out} on {url} ({len(built.functions)} functions, "
           f"{len(built.routes)} methods{', API key required' if api.api_key else ''})", file=out)

@@ -13,6 +13,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from maas_api.constants import ENV_MODEL_DIR, ENV_MODEL_NAME, ENV_MODEL_S3_URI
+from maas_runtime.session import ENV_INTRA_OP_THREADS
+
 from ..paths import artifact_dir
 
 HERE = Path(__file__).resolve().parent
@@ -72,7 +75,7 @@ class Variant:
         threads = str(self.threads)
         env.update(
             {
-                "MAAS_INTRA_OP_THREADS": threads,
+                ENV_INTRA_OP_THREADS: threads,
                 "OMP_NUM_THREADS": threads,
                 "OPENBLAS_NUM_THREADS": threads,
                 "MKL_NUM_THREADS": threads,
@@ -82,7 +85,7 @@ class Variant:
             }
         )
         # A deployed package has its bytecode: let the untimed first run write it (any value disables).
-        for name in ("MAAS_MODEL_NAME", "MAAS_MODEL_DIR", "MAAS_MODEL_S3_URI", "PYTHONDONTWRITEBYTECODE"):
+        for name in (ENV_MODEL_NAME, ENV_MODEL_DIR, ENV_MODEL_S3_URI, "PYTHONDONTWRITEBYTECODE"):
             env.pop(name, None)
         return env
 
