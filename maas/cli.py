@@ -14,7 +14,7 @@ def _manifest(args):
 
 
 def cmd_build(args) -> int:
-    from .build import BuildError, build_models
+    from .builder import BuildError, build_models
 
     manifest = _manifest(args)
     try:

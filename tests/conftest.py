@@ -32,6 +32,6 @@ def manifest():
 @pytest.fixture(scope="session")
 def built(manifest):
     """The shipped demo models, built once (a cache hit when `maas build` already ran)."""
-    from maas.build import build_models
+    from maas.builder import build_models
 
     return {r.name: r for r in build_models(manifest)}

@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from maas.build import BuildError, build_models
+from maas.builder import BuildError, build_models
 from maas.manifest import load_manifest
 from maas_runtime import load_model, sha256_of
 
-HELD_OUT = [  # never in maas.build.evalsets: the build's parity set
+HELD_OUT = [  # never in maas.builder.evalsets: the build's parity set
     "The orchestra rehearsed Mahler's fifth symphony until midnight.",
     "Can you recommend a good book about the history of mathematics?",
     "Battery drains fast after the latest phone update.",

@@ -5,8 +5,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from maas.build import prune
-from maas.build.optimize import gemm_to_matmul
+from maas.builder import prune
+from maas.builder.optimize import gemm_to_matmul
 
 
 def _gemm_model(rng) -> onnx.ModelProto:

@@ -31,7 +31,7 @@ from .optimize import optimize_graph
 MODEL_FILE = "model.onnx"
 CARD_SCHEMA_VERSION = 1
 TOOLS = ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "numpy", "scikit-learn")
-_CODE_DIRS = ("maas/build", "maas/recipes", "shared/maas_runtime")
+_CODE_DIRS = ("maas/builder", "maas/recipes", "shared/maas_runtime")
 _REPO = Path(__file__).resolve().parents[2]
 
 

@@ -80,7 +80,7 @@ _EMOJI = [
 
 
 TEXT_SET_DESCRIPTION = (
-    "{count} varied texts (maas.build.evalsets): short, longer than the maximum and truncated, "
+    "{count} varied texts (maas.builder.evalsets): short, longer than the maximum and truncated, "
     "punctuation, numbers, code, 12 languages, emoji"
 )
 
