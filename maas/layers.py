@@ -104,13 +104,37 @@ class LayerSpec:
     description: str = ""
 
 
-# Pinned to the versions this repository tests with (.venv); tests/infra checks they match.
-ONNXRUNTIME = "onnxruntime==1.32.0"
-TOKENIZERS = "tokenizers==0.23.3"
-NUMPY = "numpy==2.4.6"
-POWERTOOLS = "aws-lambda-powertools[tracer]==3.37.0"
-PYDANTIC = "pydantic==2.14.3"
-ORJSON = "orjson==3.13.0"
+class LayerError(RuntimeError):
+    """A layer could not be built; the message says what to do."""
+
+
+def _normalize(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+DISTRIBUTION = "maas-kit"
+
+
+def pinned(name: str) -> str:
+    """The kit's own exact pin for a serve-time dependency (pyproject.toml's `dependencies`).
+
+    The layers ship exactly what the kit is installed and tested with: one place for each pin.
+    """
+    from importlib.metadata import requires
+
+    for requirement in requires(DISTRIBUTION) or ():
+        spec = requirement.split(";")[0].strip()
+        if _normalize(spec.split("[")[0].split("==")[0]) == _normalize(name) and "==" in spec:
+            return spec
+    raise LayerError(f"{DISTRIBUTION} has no exact pin for {name!r} in pyproject.toml's dependencies")
+
+
+ONNXRUNTIME = pinned("onnxruntime")
+TOKENIZERS = pinned("tokenizers")
+NUMPY = pinned("numpy")
+POWERTOOLS = pinned("aws-lambda-powertools")
+PYDANTIC = pinned("pydantic")
+ORJSON = pinned("orjson")
 
 # Everywhere in a layer: no bytecode caches (Lambda writes none to /opt and Python compiles once),
 # no type stubs, no C headers, no test suites.
@@ -177,10 +201,6 @@ API = LayerSpec(
 LAYERS = {spec.name: spec for spec in (RUNTIME, API)}
 
 
-class LayerError(RuntimeError):
-    """A layer could not be built; the message says what to do."""
-
-
 @dataclass
 class BuiltLayer:
     name: str
@@ -244,10 +264,6 @@ def layer_key(spec: LayerSpec, target: Platform, shared_root: Path) -> str:
 
 
 # --- building ----------------------------------------------------------------------------------
-
-
-def _normalize(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def _distributions(site: Path) -> dict[str, Path]:
