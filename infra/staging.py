@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from maas.layers import tree_hash
-from maas.paths import BUILD_DIR, artifact_dir, materialize
+from maas.paths import BUILD_DIR, CATALOG_FILE, artifact_dir, materialize, tree_hash
+from maas_runtime import CARD_FILE, ArtifactError, ModelCard, sha256_of
 
 STAGING_DIR = Path(".cache") / "infra"
 FUNCTIONS_DIR = "functions"
 MODEL_HANDLER = "model"
 PROXY_HANDLER = "sagemaker_proxy"
 SERVING_PROGRAM = Path("sagemaker_serving") / "serve.py"
-CATALOG_FILE = "catalog.json"
-CARD_FILE = "card.json"
 PACKAGED_MODEL_DIR = "model"
 """Where a packaged artifact sits inside a function asset (MAAS_MODEL_DIR is relative to the handler)."""
 
@@ -44,19 +41,20 @@ class StagedAsset:
     hash: str
 
 
-def check_built(manifest) -> dict[str, dict]:
+def check_built(manifest) -> dict[str, ModelCard]:
     """Each model's card, or one error naming every model still to build and the command."""
     root = manifest.root
     cards, missing = {}, []
     for spec in manifest.models:
-        card_path = artifact_dir(root, spec.name, spec.version) / CARD_FILE
-        if not card_path.is_file():
-            missing.append(f"{spec.name} {spec.version} (no {card_path.relative_to(root)})")
+        folder = artifact_dir(root, spec.name, spec.version)
+        where = (folder / CARD_FILE).relative_to(root)
+        try:
+            card = ModelCard.read(folder)
+        except ArtifactError as exc:
+            missing.append(f"{spec.name} {spec.version} ({where}: {exc})")
             continue
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        if card.get("name") != spec.name or card.get("version") != spec.version:
-            missing.append(f"{spec.name} {spec.version} ({card_path.relative_to(root)} is for "
-                           f"{card.get('name')} {card.get('version')})")
+        if card.name != spec.name or card.version != spec.version:
+            missing.append(f"{spec.name} {spec.version} ({where} is for {card.name} {card.version})")
             continue
         cards[spec.name] = card
     catalog = root / BUILD_DIR / CATALOG_FILE
@@ -71,17 +69,13 @@ def check_built(manifest) -> dict[str, dict]:
     return cards
 
 
-def _file_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def stage_function(root: Path, handler: str, name: str, artifact: Path | None, staging_dir: Path) -> StagedAsset:
     """The folder Lambda runs: app.py (and siblings), model/ when packaged, catalog.json."""
     handler_dir = root / FUNCTIONS_DIR / handler
     catalog = root / BUILD_DIR / CATALOG_FILE
     digest = hashlib.sha256()
     digest.update(tree_hash(handler_dir).encode())
-    digest.update(_file_hash(catalog).encode())
+    digest.update(sha256_of(catalog).encode())
     if artifact is not None:
         digest.update(tree_hash(artifact).encode())
     key = digest.hexdigest()[:20]
@@ -108,7 +102,7 @@ def stage_model_archive(root: Path, name: str, artifact: Path, staging_dir: Path
 
     materialize(folder, fill)
     archive = (folder / "model.tar.gz").resolve()
-    return StagedAsset(archive, _file_hash(archive)[:20])
+    return StagedAsset(archive, sha256_of(archive)[:20])
 
 
 def _serving_module(root: Path):

@@ -26,7 +26,8 @@ from maas_api.constants import (
     ENV_MODEL_S3_URI,
     ENV_TMP_DIR,
 )
-from maas_runtime import CARD_FILE, ArtifactError, RuntimeLibraryError, load_model, read_card, verify_artifact
+from maas_runtime import CARD_FILE, RuntimeLibraryError, load_model, read_card, verify_artifact
+from maas_runtime.card import check_file_name
 
 HERE = Path(__file__).resolve().parent
 
@@ -150,10 +151,8 @@ class S3Artifact:
         try:
             self._get(CARD_FILE, folder / CARD_FILE)
             card = read_card(folder)
-            for name in card["files"]:
-                if "/" in name or "\\" in name or name.startswith(".") or name == CARD_FILE:
-                    raise ArtifactError(f"model card names an unsafe file path {name!r}")
-                self._get(name, folder / name)
+            for name in card.files:
+                self._get(check_file_name(name), folder / name)
             verify_artifact(folder, card)
             return folder
         except BaseException:
@@ -211,7 +210,7 @@ class LocalModelBackend:
         return self._model
 
     def task(self) -> str:
-        return self.model().card["task"]
+        return self.model().card.task
 
     def predict(self, inputs: list, parameters: dict) -> dict:
         model = self.model()

@@ -148,7 +148,7 @@ class SageMakerBackend:
                     self._client = runtime_client(self.config.runtime_url)
         return self._client
 
-    def _entry(self) -> dict:
+    def _entry(self):
         if self._catalog is None:
             self._catalog = Catalog.load(self.config.catalog_path)
         entry = self._catalog.entry(self.name)
@@ -157,7 +157,7 @@ class SageMakerBackend:
         return entry
 
     def task(self) -> str:
-        return self._entry()["task"]
+        return self._entry().card.task
 
     def predict(self, inputs: list, parameters: dict) -> dict:
         if not self.config.endpoint_name:
@@ -178,14 +178,14 @@ class SageMakerBackend:
             raise BadGateway("the model endpoint answered for a different number of inputs", code="upstream_error")
         return {
             "model": self.name,
-            "version": str(payload.get("version") or self._entry().get("version", "")),
+            "version": str(payload.get("version") or self._entry().card.version),
             "outputs": payload["outputs"],
             "usage": payload.get("usage") if isinstance(payload.get("usage"), dict) else {},
         }
 
     def status(self) -> dict:
         try:
-            version = self._entry().get("version")
+            version = self._entry().card.version
         except ApiError:
             return {"loaded": False, "version": None, "error": "misconfigured"}
         return {"loaded": self._client is not None, "version": version, "error": None}

@@ -151,7 +151,7 @@ def package_model(artifact_dir: str | os.PathLike, output: str | os.PathLike) ->
     card = verify_artifact(folder, read_card(folder))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    names = sorted({CARD_FILE, *card["files"]})
+    names = sorted({CARD_FILE, *card.files})
     with open(output, "wb") as raw:
         import gzip
 

@@ -8,11 +8,12 @@ torch is imported only by the baseline's workers.
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import time
 from pathlib import Path
+
+from maas_runtime import ModelCard
 
 from . import cost as cost_model
 from .coldstart import measure_coldstarts
@@ -76,7 +77,7 @@ def bench_model(manifest, name: str, threads: int, quick: bool, peaks: dict, log
     variants = variants_for(manifest, name, threads)
     by_role = {(v.role, v.threads): v for v in variants}
     kit = by_role[(KIT, threads)]
-    card = json.loads((Path(kit.dir) / "card.json").read_text())
+    card = ModelCard.read(kit.dir)
     sets = workload(card, Path(kit.dir))
     first_set = next(iter(sets))
     first_inputs = sets[first_set][:1]
@@ -89,9 +90,9 @@ def bench_model(manifest, name: str, threads: int, quick: bool, peaks: dict, log
     latency = measure_latency(variants, root, sets, threads, quick, log=log)
 
     spec = manifest.get(name)
-    kit_files = [Path(kit.dir) / f for f in card["files"]]
+    kit_files = [Path(kit.dir) / f for f in card.files]
     fp32 = by_role[(FP32, threads)]
-    fp32_card = json.loads((Path(fp32.dir) / "card.json").read_text())
+    fp32_card = ModelCard.read(fp32.dir)
     torch_dir = Path(by_role[(TORCH, threads)].dir)
     baseline_files = baseline_weight_files(torch_dir) if torch_dir.is_dir() else [torch_dir]
     footprint = {
@@ -102,18 +103,18 @@ def bench_model(manifest, name: str, threads: int, quick: bool, peaks: dict, log
         "deployed": deployed_bytes(spec.lambda_settings.architecture, root, kit_files, log=log),
         "model_files": {
             "optimized_bytes": sum(p.stat().st_size for p in kit_files),
-            "fp32_onnx_bytes": sum(fp32_card["files"][f]["bytes"] for f in fp32_card["files"]),
+            "fp32_onnx_bytes": sum(f.bytes for f in fp32_card.files.values()),
             "baseline_weights_bytes": sum(p.stat().st_size for p in baseline_files),
         },
     }
 
-    roofline = measure_roofline(Path(fp32.dir) / fp32_card["model_file"], card, Path(kit.dir), sets, latency, threads, peaks)
+    roofline = measure_roofline(Path(fp32.dir) / fp32_card.model_file, card, Path(kit.dir), sets, latency, threads, peaks)
     costs = model_costs(latency, first_set, threads, spec)
     out = {
         "name": name,
-        "version": card["version"],
-        "task": card["task"],
-        "quantization": card.get("optimization", {}).get("quantization", {}).get("chosen"),
+        "version": card.version,
+        "task": card.task,
+        "quantization": card.optimization.quantization.chosen if card.optimization else None,
         "threads": threads,
         "variants": {v.key: {"role": v.role, "label": v.label, "threads": v.threads, "dir": v.dir} for v in variants},
         "inputs": describe(card, Path(kit.dir), sets),
@@ -133,17 +134,17 @@ def p50(latency: dict, case: str, key: str) -> float | None:
     return entry["p50"] if entry else None
 
 
-def measure_roofline(fp32_onnx: Path, card: dict, kit_dir: Path, sets: dict, latency: dict, threads: int, peaks: dict) -> dict:
+def measure_roofline(fp32_onnx: Path, card: ModelCard, kit_dir: Path, sets: dict, latency: dict, threads: int, peaks: dict) -> dict:
     from .workload import cycle
 
     out = {"peak_gflops": peaks[threads]["best_gflops"], "peak_detail": peaks[threads], "cases": {}}
     for set_name, items in sets.items():
         batch = cycle(items, 32)
-        if card["inputs"]["type"] == "text":
+        if card.inputs.type == "text":
             from .workload import token_counts
 
-            length = max(token_counts(kit_dir / card["inputs"]["tokenizer"], batch))
-            length = min(length, card["inputs"]["max_sequence_length"])
+            length = max(token_counts(kit_dir / card.inputs.tokenizer, batch))
+            length = min(length, card.inputs.max_sequence_length)
             shapes = {n: [32, length] for n in ("input_ids", "attention_mask", "token_type_ids")}
         else:
             length = None

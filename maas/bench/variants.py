@@ -6,14 +6,13 @@ prepared here (the digits recipe is trained once and cached: training is not par
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from maas_api.constants import ENV_MODEL_DIR, ENV_MODEL_NAME, ENV_MODEL_S3_URI
+from maas_runtime import CARD_FILE, MODEL_FILE, ModelCard, file_entries
 from maas_runtime.session import ENV_INTRA_OP_THREADS
 
 from ..paths import artifact_dir
@@ -103,15 +102,7 @@ def cache_dir(root: Path) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def digits_baseline(root: Path, card: dict) -> tuple[Path, Path]:
+def digits_baseline(root: Path, card: ModelCard) -> tuple[Path, Path]:
     """The digits model as trained (fp32 torch weights), and its fp32 ONNX export as an artifact folder.
 
     Trained once by the recipe (fixed seed, the same model the build starts from) and cached.
@@ -119,7 +110,7 @@ def digits_baseline(root: Path, card: dict) -> tuple[Path, Path]:
     cache = cache_dir(root)
     weights = cache / "digits-fp32.pt"
     folder = cache / "digits-fp32"
-    if weights.exists() and (folder / "card.json").exists():
+    if weights.exists() and (folder / CARD_FILE).exists():
         return weights, folder
     import torch
 
@@ -133,7 +124,7 @@ def digits_baseline(root: Path, card: dict) -> tuple[Path, Path]:
     torch.save({"widths": widths, "state_dict": state, "scale": 1.0 / digits.PIXEL_MAX}, weights)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
-    onnx_path = folder / "model.onnx"
+    onnx_path = folder / MODEL_FILE
     torch.onnx.export(
         flat,
         (torch.zeros((2, 64), dtype=torch.float32),),
@@ -143,10 +134,8 @@ def digits_baseline(root: Path, card: dict) -> tuple[Path, Path]:
         dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
         dynamo=False,
     )
-    fp32_card = dict(card)
-    fp32_card["files"] = {"model.onnx": {"sha256": _sha256(onnx_path), "bytes": onnx_path.stat().st_size}}
-    fp32_card["optimization"] = {"note": "fp32 export of the trained model, for the benchmark"}
-    (folder / "card.json").write_text(json.dumps(fp32_card, indent=1))
+    # The trained model's fp32 export, described by the kit's card with its own file.
+    card.replace(model_file=MODEL_FILE, files=file_entries(folder), optimization=None, sizes=None, parity=None).write(folder)
     return weights, folder
 
 
@@ -155,16 +144,15 @@ def variants_for(manifest, name: str, threads: int) -> list[Variant]:
     root = manifest.root
     spec = manifest.get(name)
     folder = artifact_dir(root, spec.name, spec.version)
-    card_path = folder / "card.json"
-    if not card_path.exists():
+    if not (folder / CARD_FILE).exists():
         raise BenchError(f"no artifact for {name!r} at {folder}; run `maas build {name}` first")
-    card = json.loads(card_path.read_text())
+    card = ModelCard.read(folder)
     if spec.task == "embedding":
         fp32 = _fp32_sibling(manifest, spec)
         if fp32 is None:
             raise BenchError(f"no fp32 ONNX artifact (quantization = 'none') built from {spec.source.package!r}")
         torch_dir = str(spec.source.resolve(root))
-        extra = {"max_sequence_length": card["serving"].get("max_sequence_length", 256)}
+        extra = {"max_sequence_length": card.inputs.max_sequence_length}
     elif spec.task == "image-classification" and getattr(spec.source, "recipe", None) == "digits":
         weights, fp32 = digits_baseline(root, card)
         torch_dir, extra = str(weights), {}
@@ -188,6 +176,6 @@ def _fp32_sibling(manifest, spec) -> Path | None:
         same_source = getattr(other.source, "package", None) == getattr(spec.source, "package", None)
         if other.name != spec.name and same_source and other.optimization.quantization == "none":
             folder = artifact_dir(manifest.root, other.name, other.version)
-            if (folder / "card.json").exists():
+            if (folder / CARD_FILE).exists():
                 return folder
     return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 SHORT_TEXTS = [
@@ -77,20 +76,16 @@ def digit_images(count: int = 32) -> list:
     return [[[int(v) for v in row] for row in img] for img in data.x_test[:count]]
 
 
-def workload(card: dict, folder: Path) -> dict:
+def workload(card, folder: Path) -> dict:
     """{input set name: list of inputs} for the model's task; the first item of the first set is the cold-start input."""
-    if card["inputs"]["type"] == "text":
-        tokenizer = folder / card["inputs"]["tokenizer"]
+    if card.inputs.type == "text":
+        tokenizer = folder / card.inputs.tokenizer
         return {SHORT: list(SHORT_TEXTS), LONG: long_texts(tokenizer)}
     return {IMAGES: digit_images()}
 
 
-def describe(card: dict, folder: Path, sets: dict) -> dict:
-    if card["inputs"]["type"] == "text":
-        tokenizer = folder / card["inputs"]["tokenizer"]
+def describe(card, folder: Path, sets: dict) -> dict:
+    if card.inputs.type == "text":
+        tokenizer = folder / card.inputs.tokenizer
         return {name: {"tokens_per_input": token_counts(tokenizer, items)} for name, items in sets.items()}
-    return {name: {"shape": card["inputs"]["shape"]} for name in sets}
-
-
-def card_of(folder: Path) -> dict:
-    return json.loads((Path(folder) / "card.json").read_text())
+    return {name: {"shape": list(card.inputs.shape)} for name in sets}

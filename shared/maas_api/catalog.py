@@ -1,4 +1,8 @@
-"""The model catalog every function carries: GET /models and GET /models/{name} answer from it."""
+"""The model catalog every function carries: GET /models and GET /models/{name} answer from it.
+
+build/catalog.json holds, per built model, its card (maas_runtime.card.ModelCard) with the
+deployment facts that are not part of the artifact: the manifest's target and description.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,26 @@ import json
 import os
 from pathlib import Path
 
+from maas_runtime.card import ModelCard
+from maas_runtime.errors import ArtifactError
+
 from .errors import NotFound, Unavailable, short
 
-# Card sections a client has no use for and that may name build-machine details.
-_PRIVATE_CARD_KEYS = ("build",)
+
+class CatalogEntry:
+    def __init__(self, data: dict):
+        self.card = ModelCard.from_dict(data["card"])
+        self.target = str(data.get("target", ""))
+        self.description = str(data.get("description", ""))
+
+    @property
+    def name(self) -> str:
+        return self.card.name
 
 
 class Catalog:
-    def __init__(self, entries: list[dict]):
-        self._entries = {e["name"]: e for e in entries if isinstance(e, dict) and "name" in e}
+    def __init__(self, entries: list[CatalogEntry]):
+        self._entries = {e.name: e for e in entries}
 
     @classmethod
     def load(cls, path: str | os.PathLike | None) -> "Catalog":
@@ -22,25 +37,25 @@ class Catalog:
             raise Unavailable("this function was deployed without a model catalog", code="catalog_unavailable")
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(list(data["models"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            return cls([CatalogEntry(e) for e in data["models"]])
+        except (OSError, ValueError, KeyError, TypeError, ArtifactError):
             raise Unavailable("the model catalog is missing or unreadable", code="catalog_unavailable") from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def entry(self, name: str) -> dict | None:
+    def entry(self, name: str) -> CatalogEntry | None:
         return self._entries.get(name)
 
     def summaries(self) -> list[dict]:
         return [
             {
-                "name": e["name"],
-                "version": e.get("version", ""),
-                "task": e.get("task", ""),
-                "target": e.get("target", ""),
-                "description": e.get("description", ""),
-                "invoke_path": f"/models/{e['name']}/invoke",
+                "name": e.name,
+                "version": e.card.version,
+                "task": e.card.task,
+                "target": e.target,
+                "description": e.description,
+                "invoke_path": f"/models/{e.name}/invoke",
             }
             for e in (self._entries[n] for n in self.names())
         ]
@@ -50,9 +65,4 @@ class Catalog:
         entry = self._entries.get(name)
         if entry is None:
             raise NotFound(f"unknown model {short(name)}; known models: {', '.join(self.names()) or 'none'}")
-        card = dict(entry.get("card") or {})
-        for key in _PRIVATE_CARD_KEYS:
-            card.pop(key, None)
-        for key in ("name", "version", "task", "target", "description"):
-            card.setdefault(key, entry.get(key))
-        return card
+        return {**entry.card.public(), "target": entry.target, "description": entry.description}

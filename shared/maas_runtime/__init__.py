@@ -4,19 +4,26 @@ Loads a verified model artifact and answers requests with ONNX Runtime. It impor
 nothing heavier than onnxruntime, tokenizers and numpy, and knows nothing of HTTP or AWS.
 """
 
-from .artifact import CARD_FILE, read_card, sha256_of, verify_artifact
+from .artifact import file_entries, read_card, sha256_of, verify_artifact
+from .card import CARD_FILE, MODEL_FILE, ModelCard
+from .engine import Engine, OnnxEngine
 from .errors import ArtifactError, InvalidInput, LimitExceeded, RuntimeLibraryError
 from .model import Model, forget_models, load_model
 from .tasks import Prediction
 
 __all__ = [
     "CARD_FILE",
+    "MODEL_FILE",
     "ArtifactError",
+    "Engine",
     "InvalidInput",
     "LimitExceeded",
     "Model",
+    "ModelCard",
+    "OnnxEngine",
     "Prediction",
     "RuntimeLibraryError",
+    "file_entries",
     "forget_models",
     "load_model",
     "read_card",

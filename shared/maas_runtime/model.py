@@ -8,31 +8,30 @@ import time
 from pathlib import Path
 
 from .artifact import verify_artifact
-from .errors import ArtifactError, InvalidInput, LimitExceeded
+from .engine import Engine, OnnxEngine
+from .errors import InvalidInput, LimitExceeded
 from .session import get_session
-from .tasks import TASKS, Prediction
+from .tasks import Prediction, task_for
 
 
 class Model:
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, engine: Engine | None = None):
         started = time.perf_counter()
         self.folder = Path(folder)
         self.card = verify_artifact(self.folder)
-        task = TASKS.get(self.card.get("task"))
-        if task is None:
-            raise ArtifactError(f"model card names an unknown task {self.card.get('task')!r}")
-        self.session = get_session(self.folder / self.card["model_file"])
-        self.task = task(self.card, self.folder, self.session)
-        self.max_batch = int(self.card["serving"]["max_batch"])
+        task = task_for(self.card.task)
+        self.engine = engine if engine is not None else OnnxEngine(get_session(self.folder / self.card.model_file))
+        self.task = task(self.card, self.folder, self.engine)
+        self.max_batch = self.card.serving.max_batch
         self.load_seconds = time.perf_counter() - started
 
     @property
     def name(self) -> str:
-        return self.card["name"]
+        return self.card.name
 
     @property
     def version(self) -> str:
-        return self.card["version"]
+        return self.card.version
 
     def predict(self, inputs, parameters=None) -> Prediction:
         """Validate a batch against the serving limits, run it, return outputs and usage."""
@@ -46,7 +45,8 @@ class Model:
             raise InvalidInput("inputs must not be empty")
         if len(inputs) > self.max_batch:
             raise LimitExceeded(f"{len(inputs)} inputs; model {self.name!r} takes at most {self.max_batch} per request")
-        return self.task.run(inputs, parameters)
+        prepared = self.task.prepare(inputs, parameters)
+        return self.task.finish(prepared, self.engine.run(prepared.feeds))
 
 
 _models: dict[str, Model] = {}

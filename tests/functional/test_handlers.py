@@ -133,9 +133,9 @@ def test_catalog_routes_answer_from_the_packaged_catalog(minilm, artifacts):
     catalog = json.loads((artifacts / "catalog.json").read_text())
     status, body = answer(minilm.invoke(event("list_models"), Context()))
     assert status == 200
-    assert sorted(m["name"] for m in body["models"]) == sorted(m["name"] for m in catalog["models"])
+    assert sorted(m["name"] for m in body["models"]) == sorted(m["card"]["name"] for m in catalog["models"])
     status, card = answer(minilm.invoke(event("get_model"), Context()))
-    expected = next(m["card"] for m in catalog["models"] if m["name"] == "digits")
+    expected = next(m["card"] for m in catalog["models"] if m["card"]["name"] == "digits")
     assert status == 200 and card["files"] == expected["files"] and card["parity"] == expected["parity"]
     assert card["target"] == "lambda" and "build" not in card
 

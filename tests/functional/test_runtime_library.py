@@ -1,6 +1,7 @@
 """The runtime library on the real built artifacts: verification, limits, answers."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,30 @@ def test_card_with_path_tricks_is_refused(built, tmp_path):
     card["files"]["../../etc/passwd"] = {"sha256": "0" * 64, "bytes": 1}
     (folder / "card.json").write_text(json.dumps(card))
     with pytest.raises(ArtifactError, match="unsafe file path"):
+        Model(folder)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.update(schema_version=1), "schema version 1 is not the one this runtime reads"),
+        (lambda c: c.update(schema_version=99), "schema version 99"),
+        (lambda c: c.update(model_file="other.onnx"), "model_file 'other.onnx' is not among the verified files"),
+        (lambda c: c.update(model_file="/etc/passwd"), "model_file '/etc/passwd' is not among the verified files"),
+        (lambda c: c["inputs"].update(tokenizer="../tokenizer.json"), "inputs.tokenizer '../tokenizer.json' is not among"),
+        (lambda c: c["serving"].update(max_batch="32"), "card.serving.max_batch must be an integer"),
+        (lambda c: c.update(deploy={}), "unknown field(s) deploy"),
+        (lambda c: c.pop("task"), "missing task"),
+    ],
+)
+def test_card_is_typed_and_versioned(built, tmp_path, edit, message):
+    # GIVEN a verified artifact whose card is then edited by hand
+    folder = _copy(built, "minilm", tmp_path)
+    card = json.loads((folder / "card.json").read_text())
+    edit(card)
+    (folder / "card.json").write_text(json.dumps(card))
+    # THEN loading it is refused with a message that says what is wrong
+    with pytest.raises(ArtifactError, match=re.escape(message)):
         Model(folder)
 
 

@@ -124,7 +124,7 @@ def test_model_tar_gz_is_verifiable_and_reproducible(serving, artifacts, tmp_pat
         names = tar.getnames()
         tar.extractall(tmp_path / "opt-ml-model", filter="data")
     card = verify_artifact(tmp_path / "opt-ml-model")
-    assert sorted(names) == sorted(["card.json", *card["files"]])
+    assert sorted(names) == sorted(["card.json", *card.files])
 
     tampered = tmp_path / "tampered"
     tampered.mkdir()
