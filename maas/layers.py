@@ -34,7 +34,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .paths import materialize
+from .paths import folder_bytes, materialize, tree_hash
 
 LAYER_PYTHON_VERSION = "3.12"
 """Lambda's runtime for every function (python3.12)."""
@@ -236,21 +236,6 @@ class BuiltLayer:
 
 
 # --- hashing -----------------------------------------------------------------------------------
-
-
-def tree_hash(folder: Path) -> str:
-    """sha256 over the relative paths and bytes of a folder's source files (no caches)."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*")):
-        if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
-            continue
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def layer_key(spec: LayerSpec, target: Platform, shared_root: Path) -> str:

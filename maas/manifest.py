@@ -1,20 +1,24 @@
 """The model manifest (models.toml): read and validated here, and only here.
 
-Everything downstream (build, local API, infrastructure, bench) receives the typed,
-frozen objects defined below, never raw TOML. Every rejection names the model and the
-key, e.g. ``models.minilm.optimization.pruning_sparsity: must be in [0, 0.95], got 2``.
+Everything downstream (build, local API, infrastructure, bench) receives the typed, frozen
+pydantic models defined below, never raw TOML. Every default is written once, on its field.
+Every rejection names the model and the key, e.g.
+``models.minilm.optimization.pruning_sparsity: must be a number in [0.0, 0.95], got 2``.
+
+A task's own settings (its parity bar) are declared by the task's build half
+(`maas.builder.tasks`), so adding a task does not touch this file.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-TASKS = ("embedding", "text-classification", "image-classification")
-TEXT_TASKS = ("embedding", "text-classification")
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
 TARGETS = ("lambda", "sagemaker")
 SOURCE_TYPES = ("huggingface", "recipe", "onnx")
 QUANTIZATION_MODES = ("auto", "dynamic-int8", "weight-only-int8", "none")
@@ -24,19 +28,96 @@ ARTIFACT_LOCATIONS = ("package", "s3")
 # Names become URL path segments, Lambda function names and CloudFormation logical ids.
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+_INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 
 
 class ManifestError(ValueError):
     """The manifest is invalid; the message names the model and the key."""
 
 
-@dataclass(frozen=True)
-class Source:
-    type: str
-    path: str | None = None
-    package: str | None = None
-    recipe: str | None = None
-    tokenizer: str | None = None
+# --- field types: strict TOML values with the messages the README documents -------------------------
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fail(message: str, value: Any):
+    raise PydanticCustomError("manifest", "{message}", {"message": f"{message}, got {_show(value)}"})
+
+
+def Integer(lo: int, hi: int):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            _fail(f"must be an integer in [{lo}, {hi}]", value)
+        return value
+
+    return Annotated[int, BeforeValidator(check)]
+
+
+def Number(lo: float, hi: float):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            _fail(f"must be a number in [{float(lo)}, {float(hi)}]", value)
+        return float(value)
+
+    return Annotated[float, BeforeValidator(check)]
+
+
+def OneOf(*choices: str):
+    def check(value):
+        if not isinstance(value, str) or value not in choices:
+            _fail(f"must be one of {', '.join(choices)}", value)
+        return value
+
+    return Annotated[str, BeforeValidator(check)]
+
+
+def Text(pattern: re.Pattern | None = None):
+    def check(value):
+        if not isinstance(value, str):
+            _fail("must be a string", value)
+        if pattern is not None and not pattern.match(value):
+            _fail(f"must match {pattern.pattern}", value)
+        return value
+
+    return Annotated[str, BeforeValidator(check)]
+
+
+def Flag():
+    def check(value):
+        if not isinstance(value, bool):
+            _fail("must be true or false", value)
+        return value
+
+    return Annotated[bool, BeforeValidator(check)]
+
+
+def Labels():
+    def check(value):
+        if not isinstance(value, list) or not value or not all(isinstance(x, str) for x in value):
+            _fail("must be a non-empty list of strings", value)
+        return tuple(value)
+
+    return Annotated[tuple[str, ...], BeforeValidator(check)]
+
+
+class Table(BaseModel):
+    """A manifest table: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --- the tables ------------------------------------------------------------------------------------
+
+
+class Source(Table):
+    type: OneOf(*SOURCE_TYPES)
+    path: Text() | None = None
+    package: Text() | None = None
+    recipe: Text() | None = None
+    tokenizer: Text() | None = None
 
     def resolve(self, root: Path) -> Path:
         """The source's folder or file on this machine (recipes have none)."""
@@ -55,74 +136,68 @@ class Source:
         path = Path(self.path)
         return path if path.is_absolute() else root / path
 
-
-@dataclass(frozen=True)
-class Optimization:
-    quantization: str = "auto"
-    pruning_sparsity: float = 0.0
-    max_size_ratio: float | None = None
-
-
-@dataclass(frozen=True)
-class ServingLimits:
-    max_batch: int = 32
-    max_sequence_length: int | None = None
+    def tokenizer_path(self, root: Path) -> Path | None:
+        if not self.tokenizer:
+            return None
+        path = Path(self.tokenizer)
+        return path if path.is_absolute() else root / path
 
 
-@dataclass(frozen=True)
-class Parity:
-    """What the optimized model must achieve against its fp32 original."""
-
-    min_cosine: float | None = None
-    mean_cosine: float | None = None
-    min_accuracy: float | None = None
-    max_accuracy_drop: float | None = None
+class Optimization(Table):
+    quantization: OneOf(*QUANTIZATION_MODES) = "auto"
+    pruning_sparsity: Number(0.0, 0.95) = 0.0
+    max_size_ratio: Number(0.01, 1.0) | None = None
 
 
-@dataclass(frozen=True)
-class LambdaSettings:
-    architecture: str = "arm64"
-    memory_mb: int = 1769
-    timeout_s: int = 15
-    reserved_concurrency: int | None = None
-    provisioned_concurrency: int = 0
-    snap_start: bool = False
-    artifact: str = "package"
+class ServingLimits(Table):
+    max_batch: Integer(1, 1024) = 32
+    max_sequence_length: Integer(1, 8192) | None = None
 
 
-@dataclass(frozen=True)
-class SageMakerSettings:
-    instance_type: str = "ml.g5.xlarge"
-    min_instances: int = 1
-    max_instances: int = 2
-    target_invocations_per_instance: int = 200
-    image_uri: str | None = None
+class LambdaSettings(Table):
+    architecture: OneOf(*ARCHITECTURES) = "arm64"
+    memory_mb: Integer(128, 10240) = 1769
+    timeout_s: Integer(1, 28) = 15
+    reserved_concurrency: Integer(1, 10000) | None = None
+    provisioned_concurrency: Integer(0, 10000) = 0
+    snap_start: Flag() = False
+    artifact: OneOf(*ARTIFACT_LOCATIONS) = "package"
 
 
-@dataclass(frozen=True)
-class ModelSpec:
+class SageMakerSettings(Table):
+    instance_type: Text(_INSTANCE_TYPE) = "ml.g5.xlarge"
+    min_instances: Integer(1, 100) = 1
+    max_instances: Integer(1, 100) = 2
+    target_invocations_per_instance: Integer(1, 100000) = 200
+    image_uri: Text() | None = None
+
+
+class ModelSpec(Table):
+    """One model of the manifest, validated. `parity` is the task's own parity table."""
+
     name: str
-    version: str
+    version: Text(_VERSION)
     task: str
-    target: str
+    target: OneOf(*TARGETS) = "lambda"
+    description: Text() = ""
+    labels: Labels() | None = None
     source: Source
-    optimization: Optimization
-    serving: ServingLimits
-    parity: Parity
-    lambda_settings: LambdaSettings
-    sagemaker: SageMakerSettings | None
-    description: str = ""
-    labels: tuple[str, ...] | None = None
-    # Raw, normalized settings: part of the build cache key, so any change rebuilds.
-    settings: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    optimization: Optimization = Optimization()
+    serving: ServingLimits = ServingLimits()
+    parity: Any
+    lambda_settings: LambdaSettings = Field(LambdaSettings(), alias="lambda")
+    sagemaker: SageMakerSettings | None = None
 
-    @property
-    def is_text(self) -> bool:
-        return self.task in TEXT_TASKS
+    def artifact_settings(self) -> dict:
+        """What shapes the built artifact, and nothing that only shapes its deployment: the build
+        cache key hashes this, so a changed memory size, concurrency, architecture, instance type,
+        target or description reuses the artifact."""
+        return self.model_dump(mode="json", include={"name", "version", "task", "labels", "source", "optimization", "serving", "parity"})
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
     path: Path
     models: tuple[ModelSpec, ...]
 
@@ -141,216 +216,80 @@ class Manifest:
         return [self.get(n) for n in names] if names else list(self.models)
 
 
-# --- validation helpers -------------------------------------------------------------
+# --- errors as the README words them ----------------------------------------------------------------
 
 
-class _Table:
-    """One TOML table being read; tracks which keys were used to reject the rest."""
-
-    def __init__(self, where: str, data: Any):
-        if not isinstance(data, dict):
-            raise ManifestError(f"{where}: must be a table, got {_show(data)}")
-        self.where = where
-        self.data = data
-        self.used: set[str] = set()
-
-    def _take(self, key: str, required: bool) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if required:
-                raise ManifestError(f"{self.where}.{key}: missing required key")
-            return None
-        return self.data[key]
-
-    def str(self, key: str, *, required: bool = False, choices=None, pattern=None, default=None):
-        value = self._take(key, required)
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            raise ManifestError(f"{self.where}.{key}: must be a string, got {_show(value)}")
-        if choices and value not in choices:
-            raise ManifestError(
-                f"{self.where}.{key}: must be one of {', '.join(choices)}, got {value!r}"
-            )
-        if pattern and not pattern.match(value):
-            raise ManifestError(f"{self.where}.{key}: {value!r} does not match {pattern.pattern}")
-        return value
-
-    def int(self, key: str, *, lo: int, hi: int, default=None, required: bool = False):
-        value = self._take(key, required)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise ManifestError(
-                f"{self.where}.{key}: must be an integer in [{lo}, {hi}], got {_show(value)}"
-            )
-        return value
-
-    def float(self, key: str, *, lo: float, hi: float, default=None):
-        value = self._take(key, False)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-            raise ManifestError(
-                f"{self.where}.{key}: must be a number in [{lo}, {hi}], got {_show(value)}"
-            )
-        return float(value)
-
-    def bool(self, key: str, *, default: bool):
-        value = self._take(key, False)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise ManifestError(f"{self.where}.{key}: must be true or false, got {_show(value)}")
-        return value
-
-    def table(self, key: str, *, required: bool = False) -> _Table | None:
-        value = self._take(key, required)
-        return None if value is None else _Table(f"{self.where}.{key}", value)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ManifestError(f"{self.where}: unknown key(s) {', '.join(map(repr, unknown))}")
+def _messages(exc: ValidationError, where: str) -> str:
+    unknown: dict[str, list[str]] = {}
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        if err["type"] == "extra_forbidden":
+            unknown.setdefault(".".join([where, *loc[:-1]]), []).append(loc[-1])
+            continue
+        path = ".".join([where, *loc])
+        if err["type"] == "missing":
+            lines.append(f"{path}: missing required key")
+        elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            lines.append(f"{path}: must be a table, got {_show(err.get('input'))}")
+        else:
+            lines.append(f"{path}: {err['msg']}")
+    lines += [f"{path}: unknown key(s) {', '.join(map(repr, sorted(keys)))}" for path, keys in unknown.items()]
+    return "; ".join(lines)
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(_messages(exc, where)) from None
 
 
-def _source(t: _Table, task: str) -> Source:
-    kind = t.str("type", required=True, choices=SOURCE_TYPES)
-    source = Source(
-        type=kind,
-        path=t.str("path"),
-        package=t.str("package"),
-        recipe=t.str("recipe"),
-        tokenizer=t.str("tokenizer"),
-    )
-    if kind == "recipe" and not source.recipe:
-        raise ManifestError(f"{t.where}.recipe: missing required key for type = 'recipe'")
-    if kind != "recipe" and not (source.path or source.package):
-        raise ManifestError(f"{t.where}.path: missing required key for type = {kind!r}")
-    if kind == "onnx" and task in TEXT_TASKS and not source.tokenizer:
-        raise ManifestError(f"{t.where}.tokenizer: a text model brought as .onnx needs its tokenizer.json")
-    t.done()
-    return source
+def _task(name: str, where: str):
+    from .builder.tasks import BUILD_TASKS
 
-
-def _parity(t: _Table, task: str) -> Parity:
-    if task == "embedding":
-        parity = Parity(
-            min_cosine=t.float("min_cosine", lo=0.0, hi=1.0, default=None),
-            mean_cosine=t.float("mean_cosine", lo=0.0, hi=1.0, default=None),
-        )
-        t.done()
-        if parity.min_cosine is None and parity.mean_cosine is None:
-            raise ManifestError(f"{t.where}.min_cosine: an embedding model needs min_cosine or mean_cosine")
-    else:
-        parity = Parity(
-            min_accuracy=t.float("min_accuracy", lo=0.0, hi=1.0, default=None),
-            max_accuracy_drop=t.float("max_accuracy_drop", lo=0.0, hi=1.0, default=None),
-        )
-        t.done()
-        if parity.min_accuracy is None and parity.max_accuracy_drop is None:
-            raise ManifestError(
-                f"{t.where}.min_accuracy: a classifier needs min_accuracy or max_accuracy_drop"
-            )
-    return parity
+    if not isinstance(name, str) or name not in BUILD_TASKS:
+        raise ManifestError(f"{where}.task: must be one of {', '.join(BUILD_TASKS)}, got {_show(name)}")
+    return BUILD_TASKS[name]
 
 
 def _model(name: str, data: Any) -> ModelSpec:
     where = f"models.{name}"
     if not _NAME.match(name):
-        raise ManifestError(
-            f"{where}: model names must match {_NAME.pattern} (they become URL paths and AWS names)"
-        )
-    t = _Table(where, data)
-    version = t.str("version", required=True, pattern=_VERSION)
-    task = t.str("task", required=True, choices=TASKS)
-    target = t.str("target", default="lambda", choices=TARGETS)
-    description = t.str("description", default="")
-    labels = t._take("labels", False)
-    if labels is not None:
-        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
-            raise ManifestError(f"{where}.labels: must be a non-empty list of strings, got {_show(labels)}")
-        if task == "embedding":
-            raise ManifestError(f"{where}.labels: an embedding model has no labels")
-        labels = tuple(labels)
+        raise ManifestError(f"{where}: model names must match {_NAME.pattern} (they become URL paths and AWS names)")
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where}: must be a table, got {_show(data)}")
+    if "task" not in data:
+        raise ManifestError(f"{where}.task: missing required key")
+    task = _task(data["task"], where)
+    if "parity" not in data:
+        raise ManifestError(f"{where}.parity: missing required key")
+    parity = task.parity_settings(_validate(task.parity, data["parity"], f"{where}.parity"), f"{where}.parity")
+    spec = _validate(ModelSpec, {**data, "name": name, "parity": parity}, where)
 
-    source = _source(t.table("source", required=True), task)
-
-    o = t.table("optimization") or _Table(f"{where}.optimization", {})
-    optimization = Optimization(
-        quantization=o.str("quantization", default="auto", choices=QUANTIZATION_MODES),
-        pruning_sparsity=o.float("pruning_sparsity", lo=0.0, hi=0.95, default=0.0),
-        max_size_ratio=o.float("max_size_ratio", lo=0.01, hi=1.0, default=None),
-    )
-    o.done()
-
-    s = t.table("serving") or _Table(f"{where}.serving", {})
-    serving = ServingLimits(
-        max_batch=s.int("max_batch", lo=1, hi=1024, default=32),
-        max_sequence_length=s.int("max_sequence_length", lo=1, hi=8192, default=None),
-    )
-    s.done()
-    if task in TEXT_TASKS and serving.max_sequence_length is None:
+    source = spec.source
+    if source.type == "recipe" and not source.recipe:
+        raise ManifestError(f"{where}.source.recipe: missing required key for type = 'recipe'")
+    if source.type != "recipe" and not (source.path or source.package):
+        raise ManifestError(f"{where}.source.path: missing required key for type = {source.type!r}")
+    if source.type == "onnx" and task.inputs == "text" and not source.tokenizer:
+        raise ManifestError(f"{where}.source.tokenizer: a text model brought as .onnx needs its tokenizer.json")
+    if spec.labels is not None and not task.labelled:
+        raise ManifestError(f"{where}.labels: a {spec.task} model has no labels")
+    if task.inputs == "text" and spec.serving.max_sequence_length is None:
         raise ManifestError(f"{where}.serving.max_sequence_length: missing required key for a text model")
-    if task not in TEXT_TASKS and serving.max_sequence_length is not None:
+    if task.inputs != "text" and spec.serving.max_sequence_length is not None:
         raise ManifestError(f"{where}.serving.max_sequence_length: only text models have a sequence length")
-
-    parity = _parity(t.table("parity", required=True), task)
-
-    lam = t.table("lambda") or _Table(f"{where}.lambda", {})
-    lambda_settings = LambdaSettings(
-        architecture=lam.str("architecture", default="arm64", choices=ARCHITECTURES),
-        memory_mb=lam.int("memory_mb", lo=128, hi=10240, default=1769),
-        timeout_s=lam.int("timeout_s", lo=1, hi=28, default=15),
-        reserved_concurrency=lam.int("reserved_concurrency", lo=1, hi=10000, default=None),
-        provisioned_concurrency=lam.int("provisioned_concurrency", lo=0, hi=10000, default=0),
-        snap_start=lam.bool("snap_start", default=False),
-        artifact=lam.str("artifact", default="package", choices=ARTIFACT_LOCATIONS),
-    )
-    lam.done()
-    if lambda_settings.snap_start and lambda_settings.provisioned_concurrency:
+    lam = spec.lambda_settings
+    if lam.snap_start and lam.provisioned_concurrency:
         raise ManifestError(
-            f"{where}.lambda.snap_start: AWS does not allow SnapStart together with "
-            f"provisioned_concurrency; choose one"
+            f"{where}.lambda.snap_start: AWS does not allow SnapStart together with provisioned_concurrency; choose one"
         )
-
-    sm = t.table("sagemaker")
-    sagemaker = None
-    if sm is not None:
-        sagemaker = SageMakerSettings(
-            instance_type=sm.str("instance_type", default="ml.g5.xlarge", pattern=re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")),
-            min_instances=sm.int("min_instances", lo=1, hi=100, default=1),
-            max_instances=sm.int("max_instances", lo=1, hi=100, default=2),
-            target_invocations_per_instance=sm.int("target_invocations_per_instance", lo=1, hi=100000, default=200),
-            image_uri=sm.str("image_uri"),
-        )
-        sm.done()
-        if sagemaker.max_instances < sagemaker.min_instances:
-            raise ManifestError(f"{where}.sagemaker.max_instances: must be >= min_instances")
-    if target == "sagemaker" and sagemaker is None:
-        sagemaker = SageMakerSettings()
-    t.done()
-
-    return ModelSpec(
-        name=name,
-        version=version,
-        task=task,
-        target=target,
-        source=source,
-        optimization=optimization,
-        serving=serving,
-        parity=parity,
-        lambda_settings=lambda_settings,
-        sagemaker=sagemaker,
-        description=description,
-        labels=labels,
-        settings=data,
-    )
+    if spec.sagemaker is not None and spec.sagemaker.max_instances < spec.sagemaker.min_instances:
+        raise ManifestError(f"{where}.sagemaker.max_instances: must be >= min_instances")
+    if spec.target == "sagemaker" and spec.sagemaker is None:
+        spec = spec.model_copy(update={"sagemaker": SageMakerSettings()})
+    return spec
 
 
 def parse_manifest(text: str, path: Path) -> Manifest:
@@ -358,14 +297,17 @@ def parse_manifest(text: str, path: Path) -> Manifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path.name}: not valid TOML: {exc}") from None
-    top = _Table(path.name, data)
-    models = top.table("models", required=True)
-    if not models.data:
+    unknown = sorted(set(data) - {"models"})
+    if unknown:
+        raise ManifestError(f"{path.name}: unknown key(s) {', '.join(map(repr, unknown))}")
+    if "models" not in data:
+        raise ManifestError(f"{path.name}.models: missing required key")
+    models = data["models"]
+    if not isinstance(models, dict):
+        raise ManifestError(f"{path.name}.models: must be a table, got {_show(models)}")
+    if not models:
         raise ManifestError(f"{path.name}: [models] is empty")
-    specs = tuple(_model(name, body) for name, body in models.data.items())
-    models.used.update(models.data)
-    top.done()
-    return Manifest(path=path.resolve(), models=specs)
+    return Manifest(path=path.resolve(), models=tuple(_model(name, body) for name, body in models.items()))
 
 
 def load_manifest(path: str | Path = "models.toml") -> Manifest:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from maas_api.constants import DEFAULT_CATALOG_FILE as CATALOG_FILE  # noqa: F401 - re-exported: where the build writes it
 
 BUILD_DIR = "build"
 
@@ -36,3 +39,19 @@ def materialize(dest: Path, fill: Callable[[Path], None]) -> Path:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return dest
+
+
+def tree_hash(folder: Path) -> str:
+    """sha256 over the relative paths and bytes of a folder's files (no Python caches)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
+            continue
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files below a folder (symlinks not followed)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink())

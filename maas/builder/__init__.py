@@ -1,5 +1,17 @@
-"""The build pipeline: manifest -> optimized, verified ONNX artifacts in build/<name>/<version>/."""
+"""The build pipeline: manifest -> optimized, verified ONNX artifacts in build/<name>/<version>/.
 
-from .pipeline import BuildError, BuildResult, build_model, build_models, write_catalog
+Imported lazily: `maas.builder.tasks` (which the manifest reads) must not pull in onnx.
+"""
 
-__all__ = ["BuildError", "BuildResult", "build_model", "build_models", "write_catalog"]
+_PIPELINE = ("BuildError", "BuildResult", "build_model", "build_models", "write_catalog")
+
+
+def __getattr__(name: str):
+    if name in _PIPELINE:
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'maas.builder' has no attribute {name!r}")
+
+
+__all__ = list(_PIPELINE)

@@ -15,8 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from maas_runtime.card import InputSpec, OutputSpec
+
 from ..manifest import ModelSpec
 from . import evalsets
+from .tasks import BuildTask, build_task
+
+TOKENIZER_FILE = "tokenizer.json"
 
 OPSET = 17
 TEXT_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
@@ -29,13 +34,14 @@ class ExportError(RuntimeError):
 @dataclass
 class Exported:
     onnx_path: Path
-    inputs: dict  # the card's "inputs" (tokenizer file name for text models)
-    outputs: dict  # the card's "outputs"
+    inputs: InputSpec  # the card's inputs
+    outputs: OutputSpec  # the card's outputs
     eval_inputs: list  # what parity feeds, as a request would send it
-    reference: np.ndarray  # the fp32 original's outputs on eval_inputs (embeddings or probabilities)
+    reference: np.ndarray  # the fp32 original's outputs on eval_inputs, post-processed as served
     eval_labels: np.ndarray | None = None  # ground truth, where the data has it
     extra_files: dict[str, Path] = field(default_factory=dict)  # shipped beside model.onnx
     description: str = ""
+    reference_kind: str = "fp32 PyTorch original"
 
 
 def _torch_export(module, args, path: Path, input_names, output_names, dynamic_axes) -> None:
@@ -58,56 +64,38 @@ def _torch_export(module, args, path: Path, input_names, output_names, dynamic_a
         )
 
 
-def _text_encoder(tokenizer_path: Path, max_length: int):
-    from maas_runtime.tokenization import TextEncoder
-
-    return TextEncoder(tokenizer_path, max_length)
+def _text_inputs(spec: ModelSpec) -> InputSpec:
+    return InputSpec(type="text", tokenizer=TOKENIZER_FILE, max_sequence_length=spec.serving.max_sequence_length)
 
 
-def _mean_pooled(hidden, mask):
-    from maas_runtime.tasks import l2_normalize, mean_pool
-
-    return l2_normalize(mean_pool(hidden, mask))
-
-
-def _text_reference(task: str, encoder, texts: list[str], run) -> np.ndarray:
+def _text_reference(task: BuildTask, encoder, texts: list[str], run) -> np.ndarray:
     """The fp32 original's outputs, fed exactly the tokens the served model will see.
 
-    `run(feeds)` is the original's forward pass; pooling (embeddings) or softmax (classifiers)
-    is the runtime's own, so only the model differs between reference and served output.
+    `run(feeds)` is the original's forward pass; the task's post-processing is the runtime's
+    own, so only the model differs between reference and served output.
     """
-    from maas_runtime.tasks import softmax
-
     rows = []
     for start in range(0, len(texts), 16):
         feeds, _ = encoder.encode(texts[start : start + 16])
-        raw = run(feeds)
-        rows.append(_mean_pooled(raw, feeds["attention_mask"]) if task == "embedding" else softmax(raw))
+        rows.append(task.reference(run(feeds), feeds))
     return np.concatenate(rows)
 
 
-def _export_huggingface(spec: ModelSpec, folder: Path, work: Path) -> Exported:
+def _export_huggingface(spec: ModelSpec, task: BuildTask, folder: Path, work: Path) -> Exported:
     import torch
-    from transformers import AutoModel, AutoModelForSequenceClassification
+    import transformers
 
-    tokenizer = folder / "tokenizer.json"
+    from maas_runtime.tokenization import TextEncoder
+
+    tokenizer = folder / TOKENIZER_FILE
     if not (folder / "config.json").is_file() or not tokenizer.is_file():
-        raise ExportError(f"{spec.name}: {folder} needs config.json and tokenizer.json")
-    max_length = spec.serving.max_sequence_length
-    encoder = _text_encoder(tokenizer, max_length)
+        raise ExportError(f"{spec.name}: {folder} needs config.json and {TOKENIZER_FILE}")
+    if task.hf_auto_class is None or task.inputs != "text":
+        raise ExportError(f"{spec.name}: a Hugging Face source is supported for text tasks only, not {task.name}")
+    encoder = TextEncoder(tokenizer, spec.serving.max_sequence_length)
     texts = evalsets.embedding_texts()
-
-    if spec.task == "embedding":
-        model = AutoModel.from_pretrained(str(folder)).eval()
-        # The encoder's token vectors; pooling and normalization run in maas_runtime.
-        output_name = "last_hidden_state"
-        outputs = {"type": "embedding", "dimensions": model.config.hidden_size, "pooling": "mean", "normalize": True}
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
-        output_name = "logits"
-        id2label = model.config.id2label
-        labels = list(spec.labels or [id2label[i] for i in range(len(id2label))])
-        outputs = {"type": "labels", "labels": labels}
+    model = getattr(transformers, task.hf_auto_class).from_pretrained(str(folder)).eval()
+    output_name = task.output_name
 
     class OneOutput(torch.nn.Module):
         """A Hugging Face model as tensors in, one named output out (the graph's only output)."""
@@ -126,61 +114,63 @@ def _export_huggingface(spec: ModelSpec, folder: Path, work: Path) -> Exported:
     args = tuple(torch.from_numpy(sample[n]) for n in TEXT_INPUTS)
     path = work / "fp32.onnx"
     axes = {n: {0: "batch", 1: "sequence"} for n in TEXT_INPUTS}
-    axes[output_name] = {0: "batch"} if output_name == "logits" else {0: "batch", 1: "sequence"}
+    axes[output_name] = task.output_axes
     _torch_export(wrapper, args, path, TEXT_INPUTS, [output_name], axes)
 
     with torch.inference_mode():
         reference = _text_reference(
-            spec.task, encoder, texts, lambda feeds: wrapper(*(torch.from_numpy(feeds[n]) for n in TEXT_INPUTS)).numpy()
+            task, encoder, texts, lambda feeds: wrapper(*(torch.from_numpy(feeds[n]) for n in TEXT_INPUTS)).numpy()
         )
     return Exported(
         onnx_path=path,
-        inputs={"type": "text", "tokenizer": "tokenizer.json", "max_sequence_length": max_length},
-        outputs=outputs,
+        inputs=_text_inputs(spec),
+        outputs=task.card_outputs(spec, config=model.config),
         eval_inputs=texts,
         reference=reference,
-        extra_files={"tokenizer.json": tokenizer},
+        extra_files={TOKENIZER_FILE: tokenizer},
         description=evalsets.TEXT_SET_DESCRIPTION.format(count=len(texts)),
     )
 
 
-def _export_recipe(spec: ModelSpec, work: Path) -> Exported:
+def _export_recipe(spec: ModelSpec, task: BuildTask, work: Path) -> Exported:
     import torch
 
     from ..recipes import get_recipe
 
     recipe = get_recipe(spec.source.recipe)
+    if recipe.TASK != task.name:
+        raise ExportError(f"{spec.name}: recipe {spec.source.recipe!r} trains a {recipe.TASK} model, not {task.name}")
     data = recipe.load_data()
     model = recipe.train(data)
     path = work / "fp32.onnx"
     sample = torch.zeros((2, 8, 8), dtype=torch.float32)
     flat = torch.nn.Sequential(*list(model.children())[1:]).eval()  # the graph takes (batch, 64)
-    _torch_export(flat, (sample.reshape(2, 64),), path, ["pixels"], ["logits"], {"pixels": {0: "batch"}, "logits": {0: "batch"}})
-    from maas_runtime.tasks import softmax
+    _torch_export(flat, (sample.reshape(2, 64),), path, ["pixels"], [task.output_name], {"pixels": {0: "batch"}, task.output_name: task.output_axes})
 
     with torch.inference_mode():
         logits = model(torch.tensor(data.x_test / recipe.PIXEL_MAX, dtype=torch.float32)).numpy()
     return Exported(
         onnx_path=path,
-        inputs={"type": "image", "shape": [8, 8], "min": 0, "max": recipe.PIXEL_MAX, "scale": 1.0 / recipe.PIXEL_MAX},
-        outputs={"type": "labels", "labels": list(spec.labels or recipe.LABELS)},
+        inputs=InputSpec(type="image", shape=(8, 8), min=0, max=recipe.PIXEL_MAX, scale=1.0 / recipe.PIXEL_MAX),
+        outputs=task.card_outputs(spec, labels=recipe.LABELS),
         eval_inputs=[img.tolist() for img in data.x_test],
-        reference=softmax(logits),
+        reference=task.reference(logits, {}),
         eval_labels=np.asarray(data.y_test),
         description=f"trained by recipe {spec.source.recipe!r} (seed {recipe.SEED}, {len(data.x_train)} train / {len(data.x_test)} held-out test images)",
     )
 
 
-def _export_onnx(spec: ModelSpec, file: Path, root: Path, work: Path) -> Exported:
+def _export_onnx(spec: ModelSpec, task: BuildTask, file: Path, root: Path, work: Path) -> Exported:
     """A user's own .onnx: the file itself is the fp32 original."""
     import onnxruntime as ort
 
-    if spec.task not in ("embedding", "text-classification"):
+    from maas_runtime.tokenization import TextEncoder
+
+    if task.inputs != "text":
         raise ExportError(f"{spec.name}: an .onnx source is supported for text models only")
     if not file.is_file():
         raise ExportError(f"{spec.name}: source file {file} not found")
-    tokenizer = Path(spec.source.tokenizer)
-    tokenizer = tokenizer if tokenizer.is_absolute() else root / tokenizer
+    tokenizer = spec.source.tokenizer_path(root)
     if not tokenizer.is_file():
         raise ExportError(f"{spec.name}: tokenizer {tokenizer} not found")
     path = work / "fp32.onnx"
@@ -189,32 +179,32 @@ def _export_onnx(spec: ModelSpec, file: Path, root: Path, work: Path) -> Exporte
     names = [i.name for i in session.get_inputs()]
     if not set(names) <= set(TEXT_INPUTS):
         raise ExportError(f"{spec.name}: graph inputs {names} are not a subset of {TEXT_INPUTS}")
-    encoder = _text_encoder(tokenizer, spec.serving.max_sequence_length)
+    encoder = TextEncoder(tokenizer, spec.serving.max_sequence_length)
     texts = evalsets.embedding_texts()
-    reference = _text_reference(spec.task, encoder, texts, lambda feeds: session.run(None, {n: feeds[n] for n in names})[0])
-    if spec.task == "embedding":
-        outputs = {"type": "embedding", "dimensions": int(reference.shape[1]), "pooling": "mean", "normalize": True}
-    else:
-        if not spec.labels:
-            raise ExportError(f"{spec.name}: a classifier brought as .onnx needs `labels` in the manifest")
-        outputs = {"type": "labels", "labels": list(spec.labels)}
+    reference = _text_reference(task, encoder, texts, lambda feeds: session.run(None, {n: feeds[n] for n in names})[0])
+    try:
+        outputs = task.card_outputs(spec, reference=reference)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
     return Exported(
         onnx_path=path,
-        inputs={"type": "text", "tokenizer": "tokenizer.json", "max_sequence_length": spec.serving.max_sequence_length},
+        inputs=_text_inputs(spec),
         outputs=outputs,
         eval_inputs=texts,
         reference=reference,
-        extra_files={"tokenizer.json": tokenizer},
+        extra_files={TOKENIZER_FILE: tokenizer},
         description=evalsets.TEXT_SET_DESCRIPTION.format(count=len(texts)),
+        reference_kind="the supplied fp32 ONNX",
     )
 
 
 def export(spec: ModelSpec, root: Path, work: Path) -> Exported:
+    task = build_task(spec.task)
     if spec.source.type == "recipe":
-        return _export_recipe(spec, work)
+        return _export_recipe(spec, task, work)
     location = spec.source.resolve(root)
     if spec.source.type == "huggingface":
         if not location.is_dir():
             raise ExportError(f"{spec.name}: source folder {location} not found")
-        return _export_huggingface(spec, location, work)
-    return _export_onnx(spec, location, root, work)
+        return _export_huggingface(spec, task, location, work)
+    return _export_onnx(spec, task, location, root, work)

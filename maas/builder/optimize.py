@@ -15,9 +15,11 @@ import onnx
 from onnx import numpy_helper
 
 
-def optimize_graph(source: Path, target: Path, *, task: str, model_folder: Path | None) -> dict:
-    if task in ("embedding", "text-classification") and _bert_config(model_folder):
-        return _optimize_transformer(source, target, _bert_config(model_folder))
+def optimize_graph(source: Path, target: Path, *, model_folder: Path | None) -> dict:
+    """BERT fusions where the source is a Hugging Face BERT-family folder, basic rewrites otherwise."""
+    config = _bert_config(model_folder)
+    if config is not None:
+        return _optimize_transformer(source, target, config)
     return _optimize_basic(source, target)
 
 

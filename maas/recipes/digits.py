@@ -13,6 +13,7 @@ SEED = 0
 TEST_FRACTION = 0.25
 PIXEL_MAX = 16.0
 LABELS = [str(d) for d in range(10)]
+TASK = "image-classification"
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pytest
 
 from maas.builder import BuildError, build_models
 from maas.manifest import load_manifest
-from maas_runtime import load_model, sha256_of
+from maas_runtime import ModelCard, load_model, sha256_of
 
 HELD_OUT = [  # never in maas.builder.evalsets: the build's parity set
     "The orchestra rehearsed Mahler's fifth symphony until midnight.",
@@ -28,11 +28,11 @@ HELD_OUT = [  # never in maas.builder.evalsets: the build's parity set
 
 def test_shipped_models_meet_their_acceptance_bars(built):
     minilm = built["minilm"].card
-    assert minilm["parity"]["min_cosine"] >= 0.98
-    assert minilm["parity"]["mean_cosine"] >= 0.995
-    assert minilm["parity"]["samples"] >= 200
-    assert minilm["sizes"]["optimized_bytes"] <= 0.35 * minilm["sizes"]["fp32_bytes"]
-    digits = built["digits"].card["parity"]
+    assert minilm.parity.figures["min_cosine"] >= 0.98
+    assert minilm.parity.figures["mean_cosine"] >= 0.995
+    assert minilm.parity.samples >= 200
+    assert minilm.sizes.optimized_bytes <= 0.35 * minilm.sizes.fp32_bytes
+    digits = built["digits"].card.parity.figures
     assert digits["optimized_accuracy"] >= 0.95
     assert digits["fp32_accuracy"] - digits["optimized_accuracy"] <= 0.01
     assert {"fp32_macro_f1", "optimized_macro_f1"} <= set(digits)
@@ -41,15 +41,17 @@ def test_shipped_models_meet_their_acceptance_bars(built):
 def test_cards_describe_the_artifact(built):
     for result in built.values():
         card = result.card
-        for name, meta in card["files"].items():
-            assert sha256_of(result.folder / name) == meta["sha256"]
-            assert (result.folder / name).stat().st_size == meta["bytes"]
-        assert {"name", "version", "task", "inputs", "outputs", "sizes", "parity", "build"} <= set(card)
-        assert card["build"]["tools"]["onnxruntime"] and card["build"]["date"]
-        assert card["optimization"]["quantization"]["candidates"]
-    assert "tokenizer.json" in built["minilm"].card["files"]
-    assert built["digits"].card["labels"] == [str(d) for d in range(10)]
-    assert built["digits"].card["optimization"]["pruning"]["achieved"] == pytest.approx(0.5, abs=0.01)
+        for name, meta in card.files.items():
+            assert sha256_of(result.folder / name) == meta.sha256
+            assert (result.folder / name).stat().st_size == meta.bytes
+        assert ModelCard.read(result.folder) == card  # what was written is what reads back
+        assert card.model_file in card.files
+        assert card.sizes and card.parity and card.parity.passed
+        assert card.build.tools["onnxruntime"] and card.build.date
+        assert card.optimization.quantization.candidates
+    assert built["minilm"].card.inputs.tokenizer in built["minilm"].card.files
+    assert built["digits"].card.labels == tuple(str(d) for d in range(10))
+    assert built["digits"].card.optimization.pruning["achieved"] == pytest.approx(0.5, abs=0.01)
 
 
 def test_second_build_reuses_every_artifact(manifest, built):
@@ -57,12 +59,12 @@ def test_second_build_reuses_every_artifact(manifest, built):
     again = build_models(manifest)
     assert all(r.reused for r in again)
     assert time.perf_counter() - started < 30
-    assert [r.card["build"]["cache_key"] for r in again] == [built[r.name].card["build"]["cache_key"] for r in again]
+    assert [r.card.build.cache_key for r in again] == [built[r.name].card.build.cache_key for r in again]
 
 
 def test_catalog_lists_every_built_model(built, repo_root):
     catalog = json.loads((repo_root / "build" / "catalog.json").read_text())
-    assert {m["name"] for m in catalog["models"]} == set(built)
+    assert {m["card"]["name"] for m in catalog["models"]} == set(built)
     assert all(m["card"]["files"] for m in catalog["models"])
 
 
@@ -115,8 +117,8 @@ def test_digits_builds_from_scratch_and_shows_progress(tmp_path, capsys):
     (tmp_path / "models.toml").write_text(DIGITS_ONLY.format(sparsity=0.3, min_accuracy=0.95))
     (result,) = build_models(load_manifest(tmp_path / "models.toml"))
     assert not result.reused and result.folder == tmp_path / "build" / "digits" / "1.0.0"
-    assert result.card["optimization"]["pruning"]["achieved"] == pytest.approx(0.3, abs=0.01)
-    assert result.card["parity"]["optimized_accuracy"] >= 0.95
+    assert result.card.optimization.pruning["achieved"] == pytest.approx(0.3, abs=0.01)
+    assert result.card.parity.figures["optimized_accuracy"] >= 0.95
     err = capsys.readouterr().err
     for step in ("export", "graph optimization", "pruning", "quantize candidate", "parity of"):
         assert f"[digits] {step}" in err or step in err
@@ -154,9 +156,9 @@ parity = {{ min_cosine = 0.98 }}
 """
     )
     (result,) = build_models(load_manifest(tmp_path / "models.toml"))
-    assert result.card["parity"]["reference"] == "the supplied fp32 ONNX"
-    assert result.card["parity"]["min_cosine"] >= 0.98
-    assert result.card["sizes"]["ratio"] < 0.4
+    assert result.card.parity.reference == "the supplied fp32 ONNX"
+    assert result.card.parity.figures["min_cosine"] >= 0.98
+    assert result.card.sizes.ratio < 0.4
     out = load_model(result.folder).predict(["hello there"])
     assert len(out.outputs[0]) == 384
 
@@ -190,9 +192,9 @@ parity = { max_accuracy_drop = 0.1 }
     )
     (result,) = build_models(load_manifest(tmp_path / "models.toml"))
     card = result.card
-    assert card["labels"] == ["negative", "neutral", "positive"]
-    assert card["parity"]["metric"] == "agreement with the fp32 original's top-1"
-    assert card["parity"]["top1_agreement"] >= 0.9
+    assert card.labels == ("negative", "neutral", "positive")
+    assert card.parity.metric == "agreement with the fp32 original's top-1"
+    assert card.parity.figures["top1_agreement"] >= 0.9
     out = load_model(result.folder).predict(["great product", "terrible service"], {"top_k": 3})
     for ranked in out.outputs:
         assert sorted(r["label"] for r in ranked) == ["negative", "neutral", "positive"]

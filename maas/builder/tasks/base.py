@@ -1,0 +1,72 @@
+"""The build-side task contract and its registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel
+
+BUILD_TASKS: dict[str, "BuildTask"] = {}
+
+
+def register(cls: type["BuildTask"]) -> type["BuildTask"]:
+    BUILD_TASKS[cls.name] = cls()
+    return cls
+
+
+def build_task(name: str) -> "BuildTask":
+    return BUILD_TASKS[name]
+
+
+@dataclass
+class ParityResult:
+    figures: dict
+    passed: bool
+    failures: list[str]
+    metric: str = ""
+    samples: int = 0
+    score: float = 0.0
+    """The headline figure (higher is better): how a failed build names its best candidate."""
+
+
+class BuildTask:
+    name: ClassVar[str]
+    inputs: ClassVar[str]
+    """"text" (tokenized with the model's tokenizer.json) or "image" (fixed-shape numbers)."""
+    labelled: ClassVar[bool] = False
+    """Whether the model answers scores over labels (the manifest may name them)."""
+    parity: ClassVar[type[BaseModel]]
+    """The manifest's `parity` table for this task (a frozen pydantic model, unknown keys refused)."""
+    hf_auto_class: ClassVar[str | None] = None
+    """The transformers Auto class a Hugging Face source is loaded with; None if not exportable."""
+    output_name: ClassVar[str] = "output"
+    output_axes: ClassVar[dict[int, str]] = {0: "batch"}
+
+    def parity_settings(self, parity: BaseModel, where: str) -> BaseModel:
+        """Checks across the parity table's keys; raises ManifestError naming `where`."""
+        return parity
+
+    def card_outputs(self, spec, *, config=None, reference: np.ndarray | None = None, labels=None):
+        """The card's OutputSpec, from a Hugging Face config or the fp32 reference's outputs."""
+        raise NotImplementedError
+
+    def reference(self, raw: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The fp32 original's graph output, post-processed exactly as serving does."""
+        raise NotImplementedError
+
+    def served(self, model, inputs: list) -> np.ndarray:
+        """The served model's answers to `inputs`, as the array `reference` is compared with."""
+        raise NotImplementedError
+
+    def measure(self, parity: Any, served: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> ParityResult:
+        raise NotImplementedError
+
+
+def batched_predict(model, inputs: list, parameters: dict | None = None) -> list:
+    """Every input through `model.predict`, in batches of the model's serving limit."""
+    outputs = []
+    for start in range(0, len(inputs), model.max_batch):
+        outputs.extend(model.predict(inputs[start : start + model.max_batch], parameters or {}).outputs)
+    return outputs
