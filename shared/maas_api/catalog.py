@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from .errors import NotFound, Unavailable, short
+from .routes import INVOKE, route
 
 # Card sections a client has no use for and that may name build-machine details.
 _PRIVATE_CARD_KEYS = ("build",)
@@ -40,7 +41,7 @@ class Catalog:
                 "task": e.get("task", ""),
                 "target": e.get("target", ""),
                 "description": e.get("description", ""),
-                "invoke_path": f"/models/{e['name']}/invoke",
+                "invoke_path": route(INVOKE).render(name=e["name"]),
             }
             for e in (self._entries[n] for n in self.names())
         ]
