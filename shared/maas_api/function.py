@@ -27,6 +27,7 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.shared.constants import TRACER_DISABLED_ENV as TRACE_DISABLED_ENV
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.constants import DEFAULT_OPENAPI_RESPONSE_DESCRIPTION
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
@@ -73,6 +74,13 @@ class Backend(Protocol):
 _ERROR_RESPONSES = {
     status: {"description": text, "content": {JSON: {"model": ErrorResponse}}} for status, text in ERRORS.items()
 }
+
+
+def _responses(spec: RouteSpec) -> dict[int, dict] | None:
+    """The route's answers for OpenAPI: success (its schema comes from the response model) and its errors."""
+    if spec.response is None:
+        return None
+    return {200: {"description": DEFAULT_OPENAPI_RESPONSE_DESCRIPTION}, **{s: _ERROR_RESPONSES[s] for s in spec.errors}}
 
 
 def serialize_json(body: Any) -> str:
@@ -307,7 +315,7 @@ class ApiFunction:
                 summary=spec.summary,
                 operation_id=spec.operation,
                 include_in_schema=spec.documented,
-                responses={status: _ERROR_RESPONSES[status] for status in spec.errors} or None,
+                responses=_responses(spec),
             )(route_function(spec, getattr(operations, spec.operation)))
 
         @app.exception_handler(ApiError)
