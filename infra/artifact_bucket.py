@@ -53,7 +53,9 @@ class ArtifactBucket(Construct):
             versioned=True,
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="artifacts/",
-            lifecycle_rules=[s3.LifecycleRule(noncurrent_version_expiration=Duration.days(props.noncurrent_version_days))],
+            lifecycle_rules=[
+                s3.LifecycleRule(noncurrent_version_expiration=Duration.days(props.noncurrent_version_days)),
+            ],
         )
 
     def _private_bucket(self, construct_id: str, removal_policy: RemovalPolicy, **options) -> s3.Bucket:

@@ -48,7 +48,7 @@ def _error_template(code: str, message: str) -> dict:
         '{"error": {"code": "' + code + '", "message": ' + message + ', '
         '"request_id": "$context.requestId"}, "message": $context.error.messageString}'
     )
-    return {"application/json": body}
+    return {JSON: body}
 
 
 _JSON_TYPES = {

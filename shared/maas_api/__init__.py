@@ -29,4 +29,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'maas_api' has no attribute {name!r}")
 
 
-__all__ = ["ROUTES", "ApiError", "ApiFunction", "Backend", "RouteSpec", "allowed_methods", "check_json_body", "envelope"]
+__all__ = ["ApiError", "envelope", *_LAZY]

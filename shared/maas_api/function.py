@@ -231,7 +231,7 @@ class ApiFunction:
             "isBase64Encoded": False,
         }
 
-    # --- helpers the routes use ---------------------------------------------------------------
+    # --- what the operations use ----------------------------------------------------------------
 
     @property
     def catalog(self) -> Catalog:
@@ -254,7 +254,8 @@ class ApiFunction:
             headers=exc.headers or None,
         )
 
-    def _own_model(self, name: str) -> None:
+    def own_model(self, name: str) -> None:
+        """Refuse (404) a path naming a model this function does not serve."""
         if name == self.backend.name:
             return
         try:
@@ -265,7 +266,8 @@ class ApiFunction:
             raise NotFound(f"model {short(name)} is served by its own function, not this one ({self.backend.name!r})")
         raise NotFound(f"unknown model {short(name)}; known models: {', '.join(known)} (GET /models lists them)")
 
-    def _predict(self, inputs: list, parameters: dict) -> dict:
+    def predict(self, inputs: list, parameters: dict) -> dict:
+        """The backend's answer, timed, traced, logged and recorded as metrics."""
         started = time.perf_counter()
         span = nullcontext() if self.tracer is None else self.tracer.provider.in_subsegment("## predict")
         with span:
@@ -387,8 +389,8 @@ class Operations:
         return self.fn.catalog.card(name)
 
     def invoke(self, name: str, body: InvokeRequest) -> dict:
-        self.fn._own_model(name)
-        return self.fn._predict(body.inputs, body.parameters)
+        self.fn.own_model(name)
+        return self.fn.predict(body.inputs, body.parameters)
 
     def embeddings(self, body: EmbeddingsRequest) -> dict:
         return self._embeddings(body, None)
@@ -399,7 +401,7 @@ class Operations:
     def _embeddings(self, body: EmbeddingsRequest, path_name: str | None) -> dict:
         own = self.fn.backend.name
         if path_name is not None:
-            self.fn._own_model(path_name)
+            self.fn.own_model(path_name)
         if body.model != own:
             hint = (
                 f"this endpoint serves {own!r}"
@@ -412,7 +414,7 @@ class Operations:
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         if not texts:
             raise Unprocessable("input must not be empty")
-        result = self.fn._predict(texts, {})
+        result = self.fn.predict(texts, {})
         vectors = result["outputs"]
         if body.dimensions is not None and vectors and body.dimensions != len(vectors[0]):
             raise Unprocessable(f"dimensions: model {own!r} returns {len(vectors[0])} dimensions only")

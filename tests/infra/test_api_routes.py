@@ -120,5 +120,5 @@ def test_wrong_methods_and_unknown_paths_answer_405_and_404_from_the_table(funct
         assert response["statusCode"] == 405, (path, response["body"])
         allow = response.get("multiValueHeaders", {}).get("Allow") or [response["headers"]["Allow"]]
         assert allow == [", ".join(routes.allowed_methods(path))]
-    response = function.invoke({"httpMethod": "GET", "path": "/nope", "headers": {}, "requestContext": {}}, LambdaContext())
-    assert response["statusCode"] == 404
+    unknown = {"httpMethod": "GET", "path": "/nope", "headers": {}, "requestContext": {}}
+    assert function.invoke(unknown, LambdaContext())["statusCode"] == 404
