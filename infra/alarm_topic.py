@@ -8,6 +8,8 @@ with the context key `maas:alarmEmail`. Cost: the key is about $1 a month.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
@@ -15,11 +17,19 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 
+@dataclass(frozen=True)
+class AlarmTopicProps:
+    email: str | None = None
+    """An address subscribed to the topic; None subscribes nobody (use the AlarmTopicArn output)."""
+    display_name: str = "maas alarms"
+    """The sender name of the notifications."""
+
+
 class AlarmTopic(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, email: str | None = None) -> None:
+    def __init__(self, scope: Construct, construct_id: str, props: AlarmTopicProps = AlarmTopicProps()) -> None:
         super().__init__(scope, construct_id)
         self.key = kms.Key(self, "Key", enable_key_rotation=True, description="maas alarm topic encryption")
         self.key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
-        self.topic = sns.Topic(self, "Topic", master_key=self.key, enforce_ssl=True, display_name="maas alarms")
-        if email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(email))
+        self.topic = sns.Topic(self, "Topic", master_key=self.key, enforce_ssl=True, display_name=props.display_name)
+        if props.email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(props.email))

@@ -6,7 +6,8 @@ runs cdk-nag's AwsSolutions checks on everything.
 
 Context keys: maas:manifest, maas:stackName (default "Maas"), maas:sagemakerImage (the serving
 image for heavy models without `sagemaker.image_uri`), maas:layerCache (default .cache/layers),
-maas:staging (default .cache/infra), maas:rateLimit / maas:burstLimit / maas:quotaPerDay.
+maas:staging (default .cache/infra), maas:rateLimit / maas:burstLimit / maas:quotaPerDay (default:
+ModelApiProps), maas:alarmEmail (subscribed to the alarm topic).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from cdk_nag import AwsSolutionsChecks
 
 from maas.manifest import ManifestError, load_manifest
 
-from .model_api import ApiSettings
+from .alarm_topic import AlarmTopicProps
+from .model_api import ModelApiProps
 from .stack import MaasStack, StackInputs
 from .staging import NotBuiltError, check_built
 
@@ -40,22 +42,21 @@ def create_app(context: dict | None = None, outdir: str | None = None) -> tuple[
     manifest_path = _path(app, "maas:manifest", REPO / "models.toml", Path.cwd())
     manifest = load_manifest(manifest_path)
     root = manifest.root
-    cards = check_built(manifest)
-    api = ApiSettings(
-        rate_limit=float(app.node.try_get_context("maas:rateLimit") or ApiSettings.rate_limit),
-        burst_limit=int(app.node.try_get_context("maas:burstLimit") or ApiSettings.burst_limit),
-        quota_per_day=int(app.node.try_get_context("maas:quotaPerDay") or ApiSettings.quota_per_day),
+    check_built(manifest)
+    api = ModelApiProps(
+        rate_limit=float(app.node.try_get_context("maas:rateLimit") or ModelApiProps.rate_limit),
+        burst_limit=int(app.node.try_get_context("maas:burstLimit") or ModelApiProps.burst_limit),
+        quota_per_day=int(app.node.try_get_context("maas:quotaPerDay") or ModelApiProps.quota_per_day),
     )
     stack = MaasStack(
         app,
         app.node.try_get_context("maas:stackName") or DEFAULT_STACK,
         inputs=StackInputs(
             manifest=manifest,
-            cards=cards,
             staging_dir=_path(app, "maas:staging", Path(".cache") / "infra", root),
             layer_cache_dir=_path(app, "maas:layerCache", Path(".cache") / "layers", root),
             api=api,
-            alarm_email=app.node.try_get_context("maas:alarmEmail"),
+            alarms=AlarmTopicProps(email=app.node.try_get_context("maas:alarmEmail")),
         ),
         description="maas: per-model Lambda functions, GPU SageMaker endpoints and one API Gateway",
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),

@@ -21,6 +21,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
+
+from maas.manifest import SageMakerSettings
 from maas_api.constants import ENV_MODEL_NAME
 
 from .nag import acknowledge
@@ -37,18 +39,17 @@ class HeavyModelEndpointProps:
     model_name: str
     version: str
     archive: StagedAsset
-    instance_type: str = "ml.g5.xlarge"
-    min_instances: int = 1
-    max_instances: int = 2
-    target_invocations_per_instance: int = 200
-    image_uri: str | None = None
+    """model.tar.gz, as the serving program packages it."""
+    settings: SageMakerSettings = SageMakerSettings()
+    """Instance type, scaling and image: the manifest's `sagemaker` table, whose defaults live there."""
 
 
 class HeavyModelEndpoint(Construct):
     def __init__(self, scope: Construct, construct_id: str, props: HeavyModelEndpointProps) -> None:
         super().__init__(scope, construct_id)
         self.model_name = props.model_name
-        image = props.image_uri or self.node.try_get_context("maas:sagemakerImage")
+        settings = props.settings
+        image = settings.image_uri or self.node.try_get_context("maas:sagemakerImage")
         if not image:
             image = DEFAULT_IMAGE
             Annotations.of(self).add_warning_v2(
@@ -82,16 +83,14 @@ class HeavyModelEndpoint(Construct):
             resources=["*"],
             conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/Endpoints", "Maas"]}},
         ))
-        if image == DEFAULT_IMAGE:
-            self.role.add_to_policy(iam.PolicyStatement(
-                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                resources=[stack.format_arn(service="ecr", resource="repository", resource_name=IMAGE_REPOSITORY)],
-            ))
-        else:
-            self.role.add_to_policy(iam.PolicyStatement(
-                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                resources=[_repository_arn(stack, image)],
-            ))
+        repository = (
+            stack.format_arn(service="ecr", resource="repository", resource_name=IMAGE_REPOSITORY)
+            if image == DEFAULT_IMAGE else _repository_arn(stack, image)
+        )
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+            resources=[repository],
+        ))
         self.role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
 
         self.model = sagemaker.CfnModel(
@@ -112,8 +111,8 @@ class HeavyModelEndpoint(Construct):
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(
                     variant_name=VARIANT,
                     model_name=self.model.attr_model_name,
-                    initial_instance_count=props.min_instances,
-                    instance_type=props.instance_type,
+                    initial_instance_count=settings.min_instances,
+                    instance_type=settings.instance_type,
                     initial_variant_weight=1.0,
                 )
             ],
@@ -129,13 +128,13 @@ class HeavyModelEndpoint(Construct):
             service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
             resource_id=f"endpoint/{self.endpoint_name}/variant/{VARIANT}",
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
-            min_capacity=props.min_instances,
-            max_capacity=props.max_instances,
+            min_capacity=settings.min_instances,
+            max_capacity=settings.max_instances,
         )
         self.scaling.node.add_dependency(self.endpoint)
         self.scaling.scale_to_track_metric(
             "InvocationsPerInstance",
-            target_value=props.target_invocations_per_instance,
+            target_value=settings.target_invocations_per_instance,
             predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
         )
 

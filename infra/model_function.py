@@ -19,6 +19,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from maas.manifest import LambdaSettings
 from maas_api.constants import METRICS_NAMESPACE
 
 from .nag import acknowledge
@@ -34,19 +35,18 @@ class ModelFunctionProps:
     model_name: str
     version: str
     asset: StagedAsset
+    """The handler folder Lambda runs (with the packaged artifact, when there is one)."""
     layers: list
-    # Sizing and cold-start settings: the manifest's `lambda` table, whose defaults live in
-    # maas.manifest.LambdaSettings (one place), so none are repeated here.
-    architecture: str
-    memory_mb: int
-    timeout_s: int
-    reserved_concurrency: int | None
-    provisioned_concurrency: int
-    snap_start: bool
+    settings: LambdaSettings = LambdaSettings()
+    """Architecture, memory, timeout, concurrency, SnapStart: the manifest's `lambda` table, whose
+    defaults live there."""
     environment: dict = field(default_factory=dict)
+    """Added to the Powertools service name and metrics namespace set for every function."""
     description: str = ""
+    """Default: "maas model <name> <version>"."""
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
     deployment_config: codedeploy.ILambdaDeploymentConfig = codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_5_MINUTES
+    """How CodeDeploy shifts the live alias to a new version (rolled back on the errors alarm)."""
 
 
 class ModelFunction(Construct):
@@ -54,6 +54,7 @@ class ModelFunction(Construct):
         super().__init__(scope, construct_id)
         self.props = props
         self.model_name = props.model_name
+        settings = props.settings
         self.log_group = logs.LogGroup(
             self, "Logs", retention=props.log_retention, removal_policy=RemovalPolicy.DESTROY
         )
@@ -69,16 +70,16 @@ class ModelFunction(Construct):
             self,
             "Function",
             runtime=RUNTIME,
-            architecture=ARCHITECTURES[props.architecture],
+            architecture=ARCHITECTURES[settings.architecture],
             handler=HANDLER,
             code=lambda_.Code.from_asset(
                 str(props.asset.path), asset_hash=props.asset.hash, asset_hash_type=AssetHashType.CUSTOM
             ),
             layers=props.layers,
-            memory_size=props.memory_mb,
-            timeout=Duration.seconds(props.timeout_s),
-            reserved_concurrent_executions=props.reserved_concurrency,
-            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if props.snap_start else None,
+            memory_size=settings.memory_mb,
+            timeout=Duration.seconds(settings.timeout_s),
+            reserved_concurrent_executions=settings.reserved_concurrency,
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if settings.snap_start else None,
             environment={
                 "POWERTOOLS_SERVICE_NAME": f"maas-{props.model_name}",
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
@@ -94,7 +95,7 @@ class ModelFunction(Construct):
             "Live",
             alias_name=ALIAS,
             version=self.function.current_version,
-            provisioned_concurrent_executions=props.provisioned_concurrency or None,
+            provisioned_concurrent_executions=settings.provisioned_concurrency or None,
         )
         self.errors_alarm = cloudwatch.Alarm(
             self,

@@ -7,6 +7,7 @@ LayerVersions a function needs; `built` keeps each layer's report (sizes, what w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import AssetHashType, RemovalPolicy
@@ -19,11 +20,19 @@ ARCHITECTURES = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Archite
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 
 
+@dataclass(frozen=True)
+class RuntimeLayersProps:
+    shared_root: Path
+    """The folder holding the layers' own packages (maas_runtime, maas_api)."""
+    cache_dir: Path
+    """Where built layers are kept between synths (.cache/layers)."""
+
+
 class RuntimeLayers(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, shared_root: Path, cache_dir: Path) -> None:
+    def __init__(self, scope: Construct, construct_id: str, props: RuntimeLayersProps) -> None:
         super().__init__(scope, construct_id)
-        self.shared_root = Path(shared_root)
-        self.cache_dir = Path(cache_dir)
+        self.shared_root = Path(props.shared_root)
+        self.cache_dir = Path(props.cache_dir)
         self.built: dict[tuple[str, str], layer_builder.BuiltLayer] = {}
         self._versions: dict[tuple[str, str], lambda_.LayerVersion] = {}
 

@@ -6,9 +6,10 @@ imports from the function asset (Lambda's /var/task), the layers (/opt/python) a
 library only, plus any ``--extra`` folder standing in for what the Lambda runtime itself provides
 (boto3). Standard library only here: nothing else is importable before the path is set.
 
-Protocol: one JSON object per line on stdin, ``{"event": ..., "context": {...}}``; one per line
-back on the original stdout, ``{"result": ...}`` or ``{"error": "..."}``. Anything the handler
-prints (Powertools logs) goes to stderr, so it cannot corrupt the protocol.
+Protocol: one JSON object per line on stdin, ``{"event": ..., "context": {...}}`` (the context as
+LambdaContext's keyword arguments); one per line back on the original stdout, ``{"result": ...}``
+or ``{"error": "..."}``. Anything the handler prints (Powertools logs) goes to stderr, so it
+cannot corrupt the protocol.
 """
 
 from __future__ import annotations
@@ -20,20 +21,30 @@ import os
 import sys
 import time
 import traceback
+import uuid
 
 
-class Context:
-    """What the Lambda runtime passes as `context`."""
+ACCOUNT_ID = "000000000000"
+"""The account id every local stand-in reports (no AWS account is involved)."""
 
-    def __init__(self, data: dict):
-        self.function_name = data.get("function_name", "local")
-        self.function_version = data.get("function_version", "$LATEST")
-        self.memory_limit_in_mb = int(data.get("memory_limit_in_mb", 1024))
-        self.invoked_function_arn = data.get("invoked_function_arn", f"arn:aws:lambda:us-east-1:000000000000:function:{self.function_name}")
-        self.aws_request_id = data.get("aws_request_id", "local")
-        self.log_group_name = data.get("log_group_name", f"/aws/lambda/{self.function_name}")
+
+class LambdaContext:
+    """What the Lambda runtime passes as `context`: the fields Powertools' Logger and Metrics read.
+
+    The one stand-in for it: this worker makes one per invocation, and `maas serve` and the tests
+    import it from here (this module imports the standard library only).
+    """
+
+    def __init__(self, function_name: str = "local", memory_mb: int = 1024, timeout_s: float = 30,
+                 aws_request_id: str | None = None):
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = int(memory_mb)
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:{function_name}"
+        self.aws_request_id = aws_request_id or str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
         self.log_stream_name = "local"
-        self._deadline = time.monotonic() + float(data.get("timeout_s", 30))
+        self._deadline = time.monotonic() + float(timeout_s)
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
@@ -72,7 +83,7 @@ def main(argv=None) -> int:
             protocol.write(json.dumps({"result": found}) + "\n")
             continue
         try:
-            result = handler(request["event"], Context(request.get("context") or {}))
+            result = handler(request["event"], LambdaContext(**(request.get("context") or {})))
             protocol.write(json.dumps({"result": result}) + "\n")
         except BaseException:
             protocol.write(json.dumps({"error": traceback.format_exc()}) + "\n")

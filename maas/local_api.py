@@ -7,7 +7,8 @@ through the proxy handler to the SageMaker serving program, started on a free lo
 
 The server knows nothing of models: it takes `Route(method, resource, target)`s, where a target
 is anything with ``invoke(event, context) -> dict``. `manifest_stack` builds those routes from
-models.toml and build/; another driver (e.g. a synthesized CDK template) can build its own.
+the API's route table (maas_api.routes) for the models of models.toml that are built; another
+driver (maas/template_api.py, from a synthesized CDK template) builds its own.
 """
 
 from __future__ import annotations
@@ -36,13 +37,15 @@ from maas_api.constants import (
     MAX_BODY_BYTES,
 )
 from maas_api.errors import envelope
+from maas_api.routes import EMBEDDING_TASK, INVOKE, model_routes, route, shared_routes
+from maas_runtime import CARD_FILE
 
+from .lambda_worker import ACCOUNT_ID, LambdaContext
 from .paths import BUILD_DIR, artifact_dir
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
 STAGE = "local"
-ACCOUNT_ID = "000000000000"
 FUNCTIONS_DIR = "functions"
 API_GATEWAY_MAX_BODY_BYTES = 10 * 1024 * 1024
 
@@ -79,23 +82,6 @@ class Route:
         if m is None:
             return None
         return {k: unquote(v) for k, v in m.groupdict().items()}
-
-
-class LambdaContext:
-    """What the Lambda runtime passes as `context`, enough for Powertools' Logger and Metrics."""
-
-    def __init__(self, function_name: str, memory_mb: int = 1024, timeout_s: int = 30):
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.memory_limit_in_mb = memory_mb
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:{function_name}"
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = "local"
-        self._deadline = time.monotonic() + timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 class FunctionInstance:
@@ -181,14 +167,14 @@ class LocalApi:
 
     def _route(self, method: str, raw_path: str) -> tuple[Route | None, dict]:
         fallback: tuple[Route | None, dict] = (None, {})
-        for route in self.routes:
-            params = route.match(raw_path)
+        for candidate in self.routes:
+            params = candidate.match(raw_path)
             if params is None:
                 continue
-            if route.method == method:
-                return route, params
-            if route.method == "ANY" and fallback[0] is None:
-                fallback = (route, params)
+            if candidate.method == method:
+                return candidate, params
+            if candidate.method == "ANY" and fallback[0] is None:
+                fallback = (candidate, params)
         return fallback
 
     def event(self, method, route: Route, raw_path, query, headers, body: bytes, params, request_id, source_ip) -> dict:
@@ -296,7 +282,7 @@ def _handler_class(api: LocalApi):
         protocol_version = "HTTP/1.1"
         server_version = "maas-local-api"
         # Headers and body go out in separate writes: with Nagle's algorithm on, the body waits
-        # for the client's delayed ACK, ~40 ms on every keep-alive request.
+        # for the client's delayed ACK on every keep-alive request.
         disable_nagle_algorithm = True
 
         def log_message(self, fmt, *args):
@@ -365,12 +351,11 @@ _modules: dict[str, Any] = {}
 _modules_lock = threading.Lock()
 
 
-def load_function_module(folder: Path):
-    """A function's app.py, imported once under a private name (functions/ is not a package)."""
-    path = (folder / "app.py").resolve()
+def _load_module(path: Path, name: str):
+    """A module imported once from a file, under a private name (functions/ is not a package)."""
+    path = path.resolve()
     with _modules_lock:
         if str(path) not in _modules:
-            name = f"maas_function_{folder.name}"
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
@@ -379,16 +364,14 @@ def load_function_module(folder: Path):
         return _modules[str(path)]
 
 
+def load_function_module(folder: Path):
+    """A function's app.py."""
+    return _load_module(folder / "app.py", f"maas_function_{folder.name}")
+
+
 def load_serving_module(root: Path):
-    path = (root / FUNCTIONS_DIR / "sagemaker_serving" / "serve.py").resolve()
-    with _modules_lock:
-        if str(path) not in _modules:
-            spec = importlib.util.spec_from_file_location("maas_sagemaker_serving", path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-            _modules[str(path)] = module
-        return _modules[str(path)]
+    """The SageMaker serving program."""
+    return _load_module(root / FUNCTIONS_DIR / "sagemaker_serving" / "serve.py", "maas_sagemaker_serving")
 
 
 # Off Lambda there is no X-Ray daemon to take traces and no CloudWatch to read metric logs.
@@ -405,12 +388,20 @@ def configure_local_environment(verbose: bool = False) -> None:
 
 @dataclass
 class LocalStack:
-    """The routes for every built model, and what must be stopped afterwards."""
+    """The routes to every function, and what must be stopped afterwards."""
 
     routes: list[Route]
     instances: dict[str, FunctionInstance]
     servers: list = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+
+    def start_endpoint(self, root: Path, model_dir: str | os.PathLike, name: str) -> str:
+        """The SageMaker serving program for one model on a free local port; its URL."""
+        serving = load_serving_module(root)
+        httpd = serving.make_server(model_dir, host=DEFAULT_HOST, port=0, runtime_api=True)
+        threading.Thread(target=httpd.serve_forever, name=f"sagemaker-{name}", daemon=True).start()
+        self.servers.append(httpd)
+        return f"http://{DEFAULT_HOST}:{httpd.server_address[1]}"
 
     def close(self) -> None:
         for httpd in self.servers:
@@ -426,23 +417,20 @@ def manifest_stack(manifest, build_root: Path | None = None, models: list[str] |
     catalog = build_root / BUILD_DIR / "catalog.json"
     functions = root / FUNCTIONS_DIR
     stack = LocalStack(routes=[], instances={})
+    tasks: dict[str, str] = {}
     for spec in manifest.select(models):
         folder = artifact_dir(build_root, spec.name, spec.version)
-        if not (folder / "card.json").is_file():
+        if not (folder / CARD_FILE).is_file():
             stack.skipped[spec.name] = f"not built (run `maas build {spec.name}`)"
             continue
         if spec.target == "sagemaker":
-            serving = load_serving_module(root)
-            httpd = serving.make_server(folder, host=DEFAULT_HOST, port=0, runtime_api=True)
-            threading.Thread(target=httpd.serve_forever, name=f"sagemaker-{spec.name}", daemon=True).start()
-            stack.servers.append(httpd)
             proxy = load_function_module(functions / "sagemaker_proxy")
             function = proxy.create_function(
                 proxy.Config(
                     model_name=spec.name,
                     endpoint_name=f"maas-{spec.name}",
                     catalog_path=str(catalog),
-                    runtime_url=f"http://{DEFAULT_HOST}:{httpd.server_address[1]}",
+                    runtime_url=stack.start_endpoint(root, folder, spec.name),
                 )
             )
         else:
@@ -454,25 +442,37 @@ def manifest_stack(manifest, build_root: Path | None = None, models: list[str] |
         stack.instances[spec.name] = FunctionInstance(
             f"maas-{spec.name}", function, memory_mb=settings.memory_mb, timeout_s=settings.timeout_s
         )
-    if not stack.instances:
-        return stack
-    default = next(iter(stack.instances.values()))
-    embedding = {s.name: stack.instances[s.name] for s in manifest.select(models) if s.task == "embedding" and s.name in stack.instances}
-    for name, instance in stack.instances.items():
-        stack.routes += [
-            Route("ANY", f"/models/{name}", instance),
-            Route("ANY", f"/models/{name}/invoke", instance),
-            Route("ANY", f"/models/{name}/v1/embeddings", instance),
-        ]
-    stack.routes += [
-        Route("GET", "/models", default),
-        Route("GET", "/health", default),
-        Route("GET", "/openapi.json", default),
-        Route("ANY", "/v1/embeddings", BodyModelDispatch(embedding, next(iter(embedding.values()), default))),
-        # Anything else reaches a function too, so unknown models and routes get the API's JSON 404/405.
-        Route("ANY", "/{proxy+}", default),
-    ]
+        tasks[spec.name] = spec.task
+    if stack.instances:
+        stack.routes = table_routes(stack.instances, tasks)
     return stack
+
+
+def table_routes(instances: dict[str, Target], tasks: dict[str, str]) -> list[Route]:
+    """The route table (maas_api.routes) for these models, each route to the function that answers it.
+
+    Every method of the table is routed as API Gateway routes it. Besides, any method on a path of
+    the table, and any other path, reaches a function too (`ANY`), so that a wrong method or an
+    unknown route gets the function's JSON 405 or 404: a model's own paths (including the routes
+    its task lacks) reach that model's function, everything else the default function.
+    """
+    default = next(iter(instances.values()))
+    embedding = {name: instances[name] for name, task in tasks.items() if task == EMBEDDING_TASK}
+    routes: list[Route] = []
+    for name, instance in instances.items():
+        for spec in model_routes():
+            path = spec.render(name=name)
+            if spec.serves(tasks[name]):
+                routes.append(Route(spec.method, path, instance))
+            routes.append(Route("ANY", path, instance))
+    for spec in shared_routes():
+        target = default
+        if spec.operation == "embeddings":
+            # Locally the OpenAI `model` field picks the function; in AWS the default one answers.
+            target = BodyModelDispatch(embedding, next(iter(embedding.values()), default))
+        routes += [Route(spec.method, spec.path, target), Route("ANY", spec.path, target)]
+    routes.append(Route("ANY", "/{proxy+}", default))
+    return routes
 
 
 def warm_up(stack: LocalStack) -> None:
@@ -500,10 +500,17 @@ def serve(manifest, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key:
     api = LocalApi(stack.routes, api_key=api_key or os.environ.get(ENV_API_KEY))
     url = api.start(host, port)
     print(f"maas local API on {url} (stage {STAGE}{', API key required' if api.api_key else ''})", file=out)
+    invoke_route = route(INVOKE)
     for name in stack.instances:
         target = manifest.get(name).target
-        print(f"  POST {url}/models/{name}/invoke   [{target}]", file=out)
-    print(f"  POST {url}/v1/embeddings   GET {url}/models   GET {url}/openapi.json   (Ctrl-C stops)", file=out, flush=True)
+        print(f"  {invoke_route.method} {url}{invoke_route.render(name=name)}   [{target}]", file=out)
+    shared = "   ".join(f"{spec.method} {url}{spec.path}" for spec in shared_routes())
+    print(f"  {shared}   (Ctrl-C stops)", file=out, flush=True)
+    return serve_until_interrupted(api, stack)
+
+
+def serve_until_interrupted(api: LocalApi, stack: LocalStack) -> int:
+    """Block until Ctrl-C, then stop the server and everything the stack started."""
     try:
         while True:
             time.sleep(3600)
@@ -528,16 +535,17 @@ def parse_input(text: str):
 
 def invoke(model: str, inputs: list[str], url: str = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}",
            parameters: dict | None = None, api_key: str | None = None, timeout: float = 30.0) -> tuple[int, dict]:
-    """POST /models/{model}/invoke on a running API; (status, JSON body)."""
+    """The invoke route (POST /models/{name}/invoke) on a running API; (status, JSON body)."""
     import urllib.error
     import urllib.request
     from urllib.parse import quote
 
     body = json.dumps({"inputs": [parse_input(i) for i in inputs], "parameters": parameters or {}}).encode()
+    invoke_route = route(INVOKE)
     request = urllib.request.Request(
-        f"{url.rstrip('/')}/models/{quote(model, safe='')}/invoke",
+        url.rstrip("/") + invoke_route.render(name=quote(model, safe="")),
         data=body,
-        method="POST",
+        method=invoke_route.method,
         headers={"Content-Type": JSON, **({API_KEY_HEADER: api_key} if api_key else {})},
     )
     try:

@@ -16,10 +16,12 @@ pointed at it. No Docker.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -38,9 +40,11 @@ from .local_api import (
     POWERTOOLS_OFF_LAMBDA,
     FunctionInstance,
     LocalApi,
+    LocalStack,
     Route,
-    load_serving_module,
+    serve_until_interrupted,
 )
+from .paths import materialize
 
 WORKER = Path(__file__).resolve().parent / "lambda_worker.py"
 OVERLAY_DIR = Path(".cache") / "template-serve"
@@ -244,15 +248,12 @@ def host_layer_view(layer_asset: Path, shared_root: Path, cache_dir: Path) -> Pa
     host = layer_builder.host_platform()
     if report["platform"] == "host" or (report["machine"] == host.machine and report["python_version"] == host.python_version):
         return layer_asset
-    import hashlib
-
     where = hashlib.sha256(str(layer_asset.resolve()).encode()).hexdigest()[:12]
     view = cache_dir / f"{layer_asset.name[:40]}-{where}-{host.machine}-cp{host.python_version.replace('.', '')}"
-    if (view / "python").is_dir():
-        if all(link.exists() for link in (view / "python").iterdir()):
+    links = view / "python"
+    if view.is_dir():
+        if links.is_dir() and all(link.exists() for link in links.iterdir()):
             return view
-        import shutil
-
         shutil.rmtree(view)  # an earlier assembly in the same place was replaced
     spec = layer_builder.LAYERS[report["name"]]
     native_built = layer_builder.build_layer(spec, host, shared_root, cache_dir.parent / "layers")
@@ -263,46 +264,39 @@ def host_layer_view(layer_asset: Path, shared_root: Path, cache_dir: Path) -> Pa
             raise TemplateError(
                 f"layer {report['name']}: {name} {info['version']} in the asset but {here} built for this machine"
             )
+
     def is_native_dist_info(entry: Path) -> bool:
         return entry.name.endswith(".dist-info") and layer_builder._normalize(entry.name.split("-")[0]) in native
 
     from_asset_skip = {entry for info in native.values() for entry in info["top_level"]}
     from_host = {entry for name in native for entry in native_built.kept[name]["top_level"]}
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".view-", dir=cache_dir))
-    content = tmp / "python"
-    content.mkdir()
-    for entry in (layer_asset / "python").iterdir():
-        if entry.name not in from_asset_skip and not is_native_dist_info(entry):
-            os.symlink(entry.resolve(), content / entry.name)
-    for entry in native_built.content.iterdir():
-        if (entry.name in from_host or is_native_dist_info(entry)) and not (content / entry.name).exists():
-            os.symlink(entry.resolve(), content / entry.name)
-    view.parent.mkdir(parents=True, exist_ok=True)
-    if view.exists():
-        import shutil
 
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, view)
-    return view
+    def fill(work: Path) -> None:
+        content = work / "python"
+        content.mkdir()
+        for entry in (layer_asset / "python").iterdir():
+            if entry.name not in from_asset_skip and not is_native_dist_info(entry):
+                os.symlink(entry.resolve(), content / entry.name)
+        for entry in native_built.content.iterdir():
+            if (entry.name in from_host or is_native_dist_info(entry)) and not (content / entry.name).exists():
+                os.symlink(entry.resolve(), content / entry.name)
+
+    return materialize(view, fill)
 
 
 def lambda_provided_view(cache_dir: Path) -> Path:
     """boto3 and what it needs, from this environment: what the Lambda Python runtime provides."""
-    view = cache_dir / "lambda-runtime-provided"
-    if view.is_dir():
-        return view
-    tmp = Path(tempfile.mkdtemp(prefix=".provided-", dir=cache_dir))
-    for name in LAMBDA_PROVIDED_MODULES:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            continue
-        origin = Path(spec.origin)
-        source = origin.parent if origin.name == "__init__.py" else origin
-        os.symlink(source, tmp / source.name)
-    os.replace(tmp, view) if not view.exists() else None
-    return view
+
+    def fill(work: Path) -> None:
+        for name in LAMBDA_PROVIDED_MODULES:
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.origin is None:
+                continue
+            origin = Path(spec.origin)
+            source = origin.parent if origin.name == "__init__.py" else origin
+            os.symlink(source, work / source.name)
+
+    return materialize(cache_dir / "lambda-runtime-provided", fill)
 
 
 # --- running functions -----------------------------------------------------------------------------
@@ -348,9 +342,9 @@ class WorkerFunction:
         return answer["result"]
 
     def invoke(self, event: dict, context: Any = None) -> dict:
-        ctx = {"function_name": self.name, "memory_limit_in_mb": self.memory_mb, "timeout_s": self.timeout_s}
-        if context is not None:
-            ctx["aws_request_id"] = getattr(context, "aws_request_id", "local")
+        ctx = {"function_name": self.name, "memory_mb": self.memory_mb, "timeout_s": self.timeout_s}
+        if getattr(context, "aws_request_id", None):
+            ctx["aws_request_id"] = context.aws_request_id
         return self._call({"event": event, "context": ctx})
 
     def module_files(self, names: list[str]) -> dict[str, str | None]:
@@ -383,21 +377,17 @@ def base_environment() -> dict[str, str]:
 
 
 @dataclass
-class TemplateStack:
-    routes: list[Route]
-    functions: dict[str, WorkerFunction]
-    servers: list = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
+class TemplateStack(LocalStack):
+    """A LocalStack whose functions run in worker processes, each from its own asset."""
+
+    functions: dict[str, WorkerFunction] = field(default_factory=dict)
     api_key_required: bool = False
     _tmp: list = field(default_factory=list)
 
     def close(self) -> None:
         for function in self.functions.values():
             function.close()
-        for httpd in self.servers:
-            httpd.shutdown()
-            httpd.server_close()
-        self.servers.clear()
+        super().close()
         for tmp in self._tmp:
             tmp.cleanup()
 
@@ -409,7 +399,7 @@ def template_stack(cdk_out: str | os.PathLike, root: Path, stack: str | None = N
     cache_dir = root / OVERLAY_DIR
     cache_dir.mkdir(parents=True, exist_ok=True)
     shared_root = root / "shared"
-    result = TemplateStack(routes=[], functions={})
+    result = TemplateStack(routes=[], instances={})
     endpoints: dict[str, str] = {}
     try:
         for lid, endpoint in assembly.endpoints.items():
@@ -417,11 +407,7 @@ def template_stack(cdk_out: str | os.PathLike, root: Path, stack: str | None = N
             result._tmp.append(tmp)
             with tarfile.open(endpoint.model_data) as tar:
                 tar.extractall(tmp.name, filter="data")
-            serving = load_serving_module(root)
-            httpd = serving.make_server(tmp.name, host=DEFAULT_HOST, port=0, runtime_api=True)
-            threading.Thread(target=httpd.serve_forever, name=f"sagemaker-{lid}", daemon=True).start()
-            result.servers.append(httpd)
-            endpoints[lid] = f"http://{DEFAULT_HOST}:{httpd.server_address[1]}"
+            endpoints[lid] = result.start_endpoint(root, tmp.name, lid)
 
         provided = lambda_provided_view(cache_dir)
         used = {m.function_id for m in assembly.methods}
@@ -443,14 +429,14 @@ def template_stack(cdk_out: str | os.PathLike, root: Path, stack: str | None = N
                     )
             layers = [host_layer_view(layer, shared_root, cache_dir) for layer in fdef.layers]
             name = env.get(ENV_MODEL_NAME) or fid
-            result.functions[fid] = WorkerFunction(
+            function = WorkerFunction(
                 name, fdef.asset, layers, env, handler=fdef.handler, extra=[provided],
                 memory_mb=fdef.memory_mb, timeout_s=fdef.timeout_s,
             )
+            result.functions[fid] = function
+            result.instances[fid] = FunctionInstance(function.name, function, function.memory_mb, function.timeout_s)
         for method in assembly.methods:
-            function = result.functions[method.function_id]
-            instance = FunctionInstance(function.name, function, function.memory_mb, function.timeout_s)
-            result.routes.append(Route(method.http_method, method.path, instance))
+            result.routes.append(Route(method.http_method, method.path, result.instances[method.function_id]))
             result.api_key_required |= method.api_key_required
     except BaseException:
         result.close()
@@ -460,8 +446,6 @@ def template_stack(cdk_out: str | os.PathLike, root: Path, stack: str | None = N
 
 def serve(cdk_out: str | os.PathLike, root: Path, host: str = DEFAULT_HOST, port: int = 3000,
           api_key: str | None = None, stack: str | None = None, out=sys.stdout) -> int:
-    import time
-
     try:
         built = template_stack(cdk_out, root, stack)
     except TemplateError as exc:
@@ -474,15 +458,7 @@ def serve(cdk_out: str | os.PathLike, root: Path, host: str = DEFAULT_HOST, port
     for route in sorted(built.routes, key=lambda r: r.resource):
         print(f"  {route.method:5} {url}{route.resource}  -> {route.target.name}", file=out)
     print("(Ctrl-C stops)", file=out, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        api.stop()
-        built.close()
-    return 0
+    return serve_until_interrupted(api, built)
 
 
 __all__ = ["Assembly", "TemplateError", "WorkerFunction", "load_assembly", "serve", "template_stack", "FUNCTIONS_DIR"]

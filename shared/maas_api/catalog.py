@@ -14,6 +14,7 @@ from maas_runtime.card import ModelCard
 from maas_runtime.errors import ArtifactError
 
 from .errors import NotFound, Unavailable, short
+from .routes import INVOKE, route
 
 
 class CatalogEntry:
@@ -55,7 +56,7 @@ class Catalog:
                 "task": e.card.task,
                 "target": e.target,
                 "description": e.description,
-                "invoke_path": f"/models/{e.name}/invoke",
+                "invoke_path": route(INVOKE).render(name=e.name),
             }
             for e in (self._entries[n] for n in self.names())
         ]

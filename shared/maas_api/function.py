@@ -1,30 +1,33 @@
 """One model's API function: the Powertools REST resolver, Logger, Tracer and Metrics around a backend.
 
 The per-model Lambda handler (a local ONNX model) and the SageMaker proxy (a remote endpoint)
-differ only in their backend; routes, validation, errors, metrics and the OpenAPI document are
-defined here once. Each `ApiFunction` is one warm "instance": in Lambda there is one per process;
-the local API keeps one per model and never runs two requests through the same one at once.
+differ only in their backend; validation, errors, metrics and the OpenAPI document are defined
+here once. The resolver registers every route of `routes.ROUTES`, each answered by the
+`Operations` method of the same name. Each `ApiFunction` is one warm "instance": in Lambda there
+is one per process; the local API keeps one per model and never runs two requests through the
+same one at once.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import json
 import os
-import re
 import struct
 import time
 import warnings
 from contextlib import nullcontext
 from http import HTTPStatus
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Callable, Protocol
 
 import orjson
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.shared.constants import TRACER_DISABLED_ENV as TRACE_DISABLED_ENV
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.constants import DEFAULT_OPENAPI_RESPONSE_DESCRIPTION
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
@@ -45,15 +48,8 @@ from .errors import (
     envelope,
     short,
 )
-from .schemas import (
-    EmbeddingsRequest,
-    EmbeddingsResponse,
-    ErrorResponse,
-    Health,
-    InvokeRequest,
-    InvokeResponse,
-    ModelList,
-)
+from .routes import EMBEDDING_TASK, ERRORS, ROUTES, RouteSpec, allowed_methods, find
+from .schemas import EmbeddingsRequest, ErrorResponse, Health, InvokeRequest, ModelList
 
 # Health, catalog and error answers record no metric by design; Powertools warns about each one.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
@@ -74,47 +70,27 @@ class Backend(Protocol):
         """{"loaded": bool, "version": str | None} without loading anything."""
 
 
-# The routes, in one table: registered with the resolver below, and used to tell a wrong
-# method (405) from an unknown path (404) and to find the routes that take a JSON body.
-ROUTES: tuple[tuple[str, str], ...] = (
-    ("GET", "/health"),
-    ("GET", "/openapi.json"),
-    ("GET", "/models"),
-    ("GET", "/models/<name>"),
-    ("POST", "/models/<name>/invoke"),
-    ("POST", "/v1/embeddings"),
-    ("POST", "/models/<name>/v1/embeddings"),
-)
-_ROUTE_RES = [(m, re.compile("^" + re.sub(r"<\w+>", r"[^/]+", r) + "/*$")) for m, r in ROUTES]
-
-_ERRORS = {
-    status: {"description": text, "content": {JSON: {"model": ErrorResponse}}}
-    for status, text in (
-        (400, "Malformed request (not JSON, empty, too deeply nested)"),
-        (404, "Unknown model or route"),
-        (413, "Too many inputs or too large a request"),
-        (415, "Content-Type is not application/json"),
-        (422, "The request does not fit the schema or the model's inputs"),
-        (429, "Throttled"),
-        (502, "A downstream service (SageMaker, S3) failed"),
-        (503, "The model is unavailable"),
-        (504, "A downstream service timed out"),
-    )
+# OpenAPI's description of each error status, with the envelope's schema.
+_ERROR_RESPONSES = {
+    status: {"description": text, "content": {JSON: {"model": ErrorResponse}}} for status, text in ERRORS.items()
 }
 
 
+def _responses(spec: RouteSpec) -> dict[int, dict] | None:
+    """The route's answers for OpenAPI: success (its schema comes from the response model) and its errors."""
+    if spec.response is None:
+        return None
+    return {200: {"description": DEFAULT_OPENAPI_RESPONSE_DESCRIPTION}, **{s: _ERROR_RESPONSES[s] for s in spec.errors}}
+
+
 def serialize_json(body: Any) -> str:
-    """Response bodies with orjson: a batch of 32 embeddings (12,288 floats) encodes in ~0.25 ms,
-    where the standard library takes ~2.7 ms, a tenth of the whole request."""
+    """Response bodies with orjson: a batch of embeddings is thousands of floats, which the
+    standard library's encoder turns into text many times more slowly."""
     return orjson.dumps(body).decode()
 
 
 def _tracing_disabled() -> bool:
     return os.environ.get(TRACE_DISABLED_ENV, "false").strip().lower() in ("1", "true", "yes", "on")
-
-
-def allowed_methods(path: str) -> list[str]:
-    return sorted({m for m, rx in _ROUTE_RES if rx.match(path)})
 
 
 def _header(event: dict, name: str) -> str | None:
@@ -206,7 +182,7 @@ class ApiFunction:
         self._openapi: str | None = None
         service = f"maas-{backend.name}"
         self.logger = Logger(service=service)
-        # Tracer imports the X-Ray SDK (and botocore) and starts its sampler: ~0.15 s of every
+        # Tracer imports the X-Ray SDK (and botocore) and starts its sampler, on every
         # cold start. Where tracing is off (locally, in tests, in bench) it is never created.
         self.tracer = None if _tracing_disabled() else Tracer(service=service)
         self.metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=service)
@@ -233,7 +209,8 @@ class ApiFunction:
         method = str(event.get("httpMethod") or "").upper()
         path = str(event.get("path") or "/")
         try:
-            if method == "POST" and "POST" in allowed_methods(path):
+            spec = find(method, path)
+            if spec is not None and spec.request is not None:
                 check_json_body(event)
             result = self.app.resolve(event, context)
         except ApiError as exc:
@@ -254,7 +231,7 @@ class ApiFunction:
             "isBase64Encoded": False,
         }
 
-    # --- helpers the routes use ---------------------------------------------------------------
+    # --- what the operations use ----------------------------------------------------------------
 
     @property
     def catalog(self) -> Catalog:
@@ -277,7 +254,8 @@ class ApiFunction:
             headers=exc.headers or None,
         )
 
-    def _own_model(self, name: str) -> None:
+    def own_model(self, name: str) -> None:
+        """Refuse (404) a path naming a model this function does not serve."""
         if name == self.backend.name:
             return
         try:
@@ -288,7 +266,8 @@ class ApiFunction:
             raise NotFound(f"model {short(name)} is served by its own function, not this one ({self.backend.name!r})")
         raise NotFound(f"unknown model {short(name)}; known models: {', '.join(known)} (GET /models lists them)")
 
-    def _predict(self, inputs: list, parameters: dict) -> dict:
+    def predict(self, inputs: list, parameters: dict) -> dict:
+        """The backend's answer, timed, traced, logged and recorded as metrics."""
         started = time.perf_counter()
         span = nullcontext() if self.tracer is None else self.tracer.provider.in_subsegment("## predict")
         with span:
@@ -308,38 +287,10 @@ class ApiFunction:
         if "input_tokens" in usage:
             self.metrics.add_metric(name="input_tokens", unit=MetricUnit.Count, value=usage["input_tokens"])
 
-    def _embeddings(self, body: EmbeddingsRequest, path_name: str | None) -> dict:
-        own = self.backend.name
-        if path_name is not None:
-            self._own_model(path_name)
-        if body.model != own:
-            hint = (
-                f"this endpoint serves {own!r}"
-                if path_name is not None
-                else f"this function serves {own!r}; use base_url .../models/<model>/v1 for another embedding model"
-            )
-            raise NotFound(f"model {short(body.model)} is not an embedding model served here: {hint}")
-        if self.backend.task() != "embedding":
-            raise NotFound(f"model {own!r} is not an embedding model; use POST /models/{own}/invoke")
-        texts = [body.input] if isinstance(body.input, str) else list(body.input)
-        if not texts:
-            raise Unprocessable("input must not be empty")
-        result = self._predict(texts, {})
-        vectors = result["outputs"]
-        if body.dimensions is not None and vectors and body.dimensions != len(vectors[0]):
-            raise Unprocessable(f"dimensions: model {own!r} returns {len(vectors[0])} dimensions only")
-        encode = _float32_base64 if body.encoding_format == "base64" else (lambda v: v)
-        tokens = int((result.get("usage") or {}).get("input_tokens", 0))
-        return {
-            "object": "list",
-            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
-            "model": own,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-
     def openapi_json(self) -> str:
         if self._openapi is None:
-            # Imported here, not at module load: the OpenAPI models cost ~50 ms of every cold start.
+            # Imported here, not at module load: only this route needs the OpenAPI models, and
+            # importing them at load would lengthen every cold start.
             from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 
             self._openapi = self.app.get_openapi_json_schema(
@@ -355,60 +306,19 @@ class ApiFunction:
 
     # --- the resolver and its routes ----------------------------------------------------------
 
-    def _build_app(self) -> APIGatewayRestResolver:  # noqa: C901 - one route per nested function
+    def _build_app(self) -> APIGatewayRestResolver:
         app = APIGatewayRestResolver(enable_validation=True, serializer=serialize_json)
         fn = self
-
-        @app.get("/health", summary="Liveness of this model's function", responses={503: _ERRORS[503]})
-        def health() -> Health:
-            status = fn.backend.status()
-            return Health(
-                status="ok" if not status.get("error") else "degraded",
-                model=fn.backend.name,
-                version=status.get("version"),
-                loaded=bool(status.get("loaded")),
-            )
-
-        @app.get("/openapi.json", include_in_schema=False)
-        def openapi():
-            return Response(status_code=200, content_type=JSON, body=fn.openapi_json())
-
-        @app.get("/models", summary="The model catalog", responses={503: _ERRORS[503]})
-        def list_models() -> ModelList:
-            return ModelList(models=fn.catalog.summaries())
-
-        @app.get(
-            "/models/<name>",
-            summary="One model's card: version, task, input/output schema, sha256, parity, target",
-            responses={404: _ERRORS[404], 503: _ERRORS[503]},
-        )
-        def get_model(name: str) -> dict:
-            return fn.catalog.card(name)
-
-        @app.post(
-            "/models/<name>/invoke",
-            summary="Run the model on a batch of inputs",
-            responses={s: _ERRORS[s] for s in (400, 404, 413, 415, 422, 429, 502, 503, 504)},
-        )
-        def invoke(name: str, body: Annotated[InvokeRequest, Body()]) -> InvokeResponse:
-            fn._own_model(name)
-            return fn._predict(body.inputs, body.parameters)
-
-        @app.post(
-            "/v1/embeddings",
-            summary="OpenAI-compatible embeddings (the model field names an embedding model)",
-            responses={s: _ERRORS[s] for s in (400, 404, 413, 415, 422, 429, 502, 503, 504)},
-        )
-        def embeddings(body: Annotated[EmbeddingsRequest, Body()]) -> EmbeddingsResponse:
-            return fn._embeddings(body, None)
-
-        @app.post(
-            "/models/<name>/v1/embeddings",
-            summary="OpenAI-compatible embeddings for one model (base_url .../models/<name>/v1)",
-            responses={s: _ERRORS[s] for s in (400, 404, 413, 415, 422, 429, 502, 503, 504)},
-        )
-        def model_embeddings(name: str, body: Annotated[EmbeddingsRequest, Body()]) -> EmbeddingsResponse:
-            return fn._embeddings(body, name)
+        operations = Operations(self)
+        for spec in ROUTES:
+            app.route(
+                spec.rule,
+                spec.method,
+                summary=spec.summary,
+                operation_id=spec.operation,
+                include_in_schema=spec.documented,
+                responses=_responses(spec),
+            )(route_function(spec, getattr(operations, spec.operation)))
 
         @app.exception_handler(ApiError)
         def api_error(exc: ApiError):
@@ -447,3 +357,94 @@ class ApiFunction:
             return fn._error_response(ApiError("internal error; quote the request_id when reporting it"))
 
         return app
+
+
+class Operations:
+    """What each route does, one method per operation name of `routes.ROUTES`.
+
+    Methods take the route's path parameters and, for a route with a body, `body` (already
+    validated against the route's request model); what they return is validated against the
+    route's response model.
+    """
+
+    def __init__(self, function: ApiFunction):
+        self.fn = function
+
+    def health(self) -> Health:
+        status = self.fn.backend.status()
+        return Health(
+            status="ok" if not status.get("error") else "degraded",
+            model=self.fn.backend.name,
+            version=status.get("version"),
+            loaded=bool(status.get("loaded")),
+        )
+
+    def openapi(self) -> Response:
+        return Response(status_code=200, content_type=JSON, body=self.fn.openapi_json())
+
+    def list_models(self) -> ModelList:
+        return ModelList(models=self.fn.catalog.summaries())
+
+    def get_model(self, name: str) -> dict:
+        return self.fn.catalog.card(name)
+
+    def invoke(self, name: str, body: InvokeRequest) -> dict:
+        self.fn.own_model(name)
+        return self.fn.predict(body.inputs, body.parameters)
+
+    def embeddings(self, body: EmbeddingsRequest) -> dict:
+        return self._embeddings(body, None)
+
+    def model_embeddings(self, name: str, body: EmbeddingsRequest) -> dict:
+        return self._embeddings(body, name)
+
+    def _embeddings(self, body: EmbeddingsRequest, path_name: str | None) -> dict:
+        own = self.fn.backend.name
+        if path_name is not None:
+            self.fn.own_model(path_name)
+        if body.model != own:
+            hint = (
+                f"this endpoint serves {own!r}"
+                if path_name is not None
+                else f"this function serves {own!r}; use base_url .../models/<model>/v1 for another embedding model"
+            )
+            raise NotFound(f"model {short(body.model)} is not an embedding model served here: {hint}")
+        if self.fn.backend.task() != EMBEDDING_TASK:
+            raise NotFound(f"model {own!r} is not an embedding model; use POST /models/{own}/invoke")
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts:
+            raise Unprocessable("input must not be empty")
+        result = self.fn.predict(texts, {})
+        vectors = result["outputs"]
+        if body.dimensions is not None and vectors and body.dimensions != len(vectors[0]):
+            raise Unprocessable(f"dimensions: model {own!r} returns {len(vectors[0])} dimensions only")
+        encode = _float32_base64 if body.encoding_format == "base64" else (lambda v: v)
+        tokens = int((result.get("usage") or {}).get("input_tokens", 0))
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+            "model": own,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+
+def route_function(spec: RouteSpec, operation: Callable[..., Any]) -> Callable[..., Any]:
+    """`operation` as the resolver's route function, under the signature the route table gives it.
+
+    Powertools reads a route function's signature (inspect.signature honours __signature__) to
+    validate the request and the answer and to write the OpenAPI document: path parameters are
+    `str`, the body is `Annotated[<request model>, Body()]`, the return annotation is the
+    response model.
+    """
+
+    def endpoint(**arguments: Any) -> Any:
+        return operation(**arguments)
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter(name, keyword, annotation=str) for name in spec.params]
+    if spec.request is not None:
+        parameters.append(inspect.Parameter("body", keyword, annotation=Annotated[spec.request, Body()]))
+    returns = inspect.Signature.empty if spec.response is None else spec.response
+    endpoint.__signature__ = inspect.Signature(parameters, return_annotation=returns)
+    endpoint.__name__ = endpoint.__qualname__ = spec.operation
+    return endpoint

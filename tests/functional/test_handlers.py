@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from maas.lambda_worker import LambdaContext
 from maas.local_api import configure_local_environment, load_function_module
 
 configure_local_environment()
@@ -19,17 +20,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "tests" / "events"
 BUILD = ROOT / "build"
 NEEDED = ("minilm/1.0.0", "digits/1.0.0")
-
-
-class Context:
-    function_name = "maas-test"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:maas-test"
-    aws_request_id = "lambda-request-id"
-
-    def get_remaining_time_in_millis(self):
-        return 10_000
 
 
 def event(name: str, **changes) -> dict:
@@ -91,7 +81,7 @@ def test_invoke_minilm_returns_unit_vectors_of_the_card_dimension(minilm, artifa
     # GIVEN the canned API Gateway event for two sentences
     card = json.loads((artifacts / "minilm/1.0.0/card.json").read_text())
     # WHEN the handler resolves it
-    response = minilm.invoke(event("invoke_minilm"), Context())
+    response = minilm.invoke(event("invoke_minilm"), LambdaContext())
     # THEN two L2-normalized vectors come back with the model's name, version and usage
     status, body = answer(response)
     assert status == 200
@@ -106,7 +96,7 @@ def test_invoke_minilm_returns_unit_vectors_of_the_card_dimension(minilm, artifa
 
 
 def test_invoke_digits_ranks_the_canned_zero_first(digits):
-    status, body = answer(digits.invoke(event("invoke_digits"), Context()))
+    status, body = answer(digits.invoke(event("invoke_digits"), LambdaContext()))
     assert status == 200
     ranked = body["outputs"][0]
     assert len(ranked) == 3 and ranked[0]["label"] == "0"
@@ -115,14 +105,14 @@ def test_invoke_digits_ranks_the_canned_zero_first(digits):
 
 
 def test_openai_embeddings_equal_invoke_and_base64_decodes_to_the_same_floats(minilm):
-    _, invoked = answer(minilm.invoke(event("invoke_minilm"), Context()))
-    status, openai = answer(minilm.invoke(event("embeddings"), Context()))
+    _, invoked = answer(minilm.invoke(event("invoke_minilm"), LambdaContext()))
+    status, openai = answer(minilm.invoke(event("embeddings"), LambdaContext()))
     assert status == 200 and openai["object"] == "list" and openai["model"] == "minilm"
     assert [d["embedding"] for d in openai["data"]] == invoked["outputs"]
     assert [d["index"] for d in openai["data"]] == [0, 1]
     assert openai["usage"]["prompt_tokens"] == invoked["usage"]["input_tokens"] == openai["usage"]["total_tokens"]
 
-    status, b64 = answer(minilm.invoke(event("model_embeddings"), Context()))
+    status, b64 = answer(minilm.invoke(event("model_embeddings"), LambdaContext()))
     assert status == 200
     raw = base64.b64decode(b64["data"][0]["embedding"])
     floats = struct.unpack(f"<{len(raw) // 4}f", raw)
@@ -131,19 +121,19 @@ def test_openai_embeddings_equal_invoke_and_base64_decodes_to_the_same_floats(mi
 
 def test_catalog_routes_answer_from_the_packaged_catalog(minilm, artifacts):
     catalog = json.loads((artifacts / "catalog.json").read_text())
-    status, body = answer(minilm.invoke(event("list_models"), Context()))
+    status, body = answer(minilm.invoke(event("list_models"), LambdaContext()))
     assert status == 200
     assert sorted(m["name"] for m in body["models"]) == sorted(m["card"]["name"] for m in catalog["models"])
-    status, card = answer(minilm.invoke(event("get_model"), Context()))
+    status, card = answer(minilm.invoke(event("get_model"), LambdaContext()))
     expected = next(m["card"] for m in catalog["models"] if m["card"]["name"] == "digits")
     assert status == 200 and card["files"] == expected["files"] and card["parity"] == expected["parity"]
     assert card["target"] == "lambda" and "build" not in card
 
 
 def test_health_and_openapi(minilm):
-    status, body = answer(minilm.invoke(event("health"), Context()))
+    status, body = answer(minilm.invoke(event("health"), LambdaContext()))
     assert status == 200 and body["model"] == "minilm" and body["status"] == "ok"
-    status, doc = answer(minilm.invoke(event("openapi"), Context()))
+    status, doc = answer(minilm.invoke(event("openapi"), LambdaContext()))
     assert status == 200 and doc["openapi"].startswith("3.")
     for path in ("/models/{name}/invoke", "/v1/embeddings", "/models/{name}/v1/embeddings", "/models", "/health"):
         assert path in doc["paths"], path
@@ -154,41 +144,41 @@ def test_health_and_openapi(minilm):
 
 
 def test_malformed_json_is_400(minilm):
-    error = assert_error(minilm.invoke(event("invoke_bad_json"), Context()), 400)
+    error = assert_error(minilm.invoke(event("invoke_bad_json"), LambdaContext()), 400)
     assert "not valid JSON" in error["message"]
 
 
 def test_another_functions_model_is_404(minilm):
-    error = assert_error(minilm.invoke(event("invoke_other_model"), Context()), 404)
+    error = assert_error(minilm.invoke(event("invoke_other_model"), LambdaContext()), 404)
     assert "digits" in error["message"]
 
 
 def test_wrong_method_is_405_with_allow(minilm):
-    response = minilm.invoke(event("invoke_wrong_method"), Context())
+    response = minilm.invoke(event("invoke_wrong_method"), LambdaContext())
     assert_error(response, 405)
     assert response["multiValueHeaders"]["Allow"] == ["POST"]
 
 
 def test_too_many_inputs_is_413(minilm):
-    error = assert_error(minilm.invoke(event("invoke_too_many"), Context()), 413)
+    error = assert_error(minilm.invoke(event("invoke_too_many"), LambdaContext()), 413)
     assert "at most 32" in error["message"]
 
 
 def test_wrong_content_type_is_415(minilm):
     e = event("invoke_minilm")
     e["headers"]["Content-Type"] = "text/plain"
-    assert_error(minilm.invoke(e, Context()), 415)
+    assert_error(minilm.invoke(e, LambdaContext()), 415)
 
 
 def test_schema_violation_is_422(minilm):
-    error = assert_error(minilm.invoke(event("invoke_wrong_type"), Context()), 422)
+    error = assert_error(minilm.invoke(event("invoke_wrong_type"), LambdaContext()), 422)
     assert error["message"].startswith("inputs")
 
 
 def test_runtime_rejection_is_422_naming_the_input(digits):
     e = event("invoke_digits", body=json.dumps({"inputs": [[[99] * 8] * 8]}))
     e["pathParameters"] = {"name": "digits"}
-    error = assert_error(digits.invoke(e, Context()), 422)
+    error = assert_error(digits.invoke(e, LambdaContext()), 422)
     assert "inputs[0]" in error["message"]
 
 
@@ -196,9 +186,9 @@ def test_missing_artifact_in_the_package_is_503_and_health_says_degraded(handler
     function = handler_module.create_function(
         handler_module.Config(model_name="minilm", model_dir=str(tmp_path / "absent"), catalog_path=str(artifacts / "catalog.json"))
     )
-    error = assert_error(function.invoke(event("invoke_minilm"), Context()), 503)
+    error = assert_error(function.invoke(event("invoke_minilm"), LambdaContext()), 503)
     assert error["code"] == "artifact_invalid"
-    _, health = answer(function.invoke(event("health"), Context()))
+    _, health = answer(function.invoke(event("health"), LambdaContext()))
     assert health["status"] == "degraded" and health["loaded"] is False
 
 
@@ -206,18 +196,11 @@ def test_missing_artifact_in_the_package_is_503_and_health_says_degraded(handler
 
 
 @pytest.fixture
-def s3(monkeypatch):
+def s3():
     moto = pytest.importorskip("moto")
     import boto3
 
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    with moto.mock_aws():
+    with moto.mock_aws():  # with moto's own fake credentials in the environment
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket="maas-artifacts")
         yield client
@@ -252,7 +235,7 @@ def test_s3_artifact_is_downloaded_once_verified_and_reused_while_warm(handler_m
     upload(s3, artifacts / "digits/1.0.0", "digits/1.0.0")
     function = s3_function(handler_module, artifacts, s3, tmp_path)
     # WHEN the function answers a first request
-    status, body = answer(function.invoke(digits_event(), Context()))
+    status, body = answer(function.invoke(digits_event(), LambdaContext()))
     # THEN it answered from a verified copy under its temp folder
     assert status == 200 and body["outputs"][0][0]["label"] == "0"
     copies = list(tmp_path.glob("maas-model-*"))
@@ -260,29 +243,29 @@ def test_s3_artifact_is_downloaded_once_verified_and_reused_while_warm(handler_m
     # AND a warm instance keeps answering even after the objects are gone (no second download)
     for item in s3.list_objects_v2(Bucket="maas-artifacts")["Contents"]:
         s3.delete_object(Bucket="maas-artifacts", Key=item["Key"])
-    status, again = answer(function.invoke(digits_event(), Context()))
+    status, again = answer(function.invoke(digits_event(), LambdaContext()))
     assert status == 200 and again["outputs"] == body["outputs"]
     assert len(list(tmp_path.glob("maas-model-*"))) == 1
 
 
 def test_s3_missing_object_is_503(handler_module, artifacts, s3, tmp_path):
     upload(s3, artifacts / "digits/1.0.0", "digits/1.0.0", skip=("model.onnx",))
-    error = assert_error(s3_function(handler_module, artifacts, s3, tmp_path).invoke(digits_event(), Context()), 503)
+    error = assert_error(s3_function(handler_module, artifacts, s3, tmp_path).invoke(digits_event(), LambdaContext()), 503)
     assert error["code"] == "artifact_missing" and "maas-artifacts" not in error["message"]
     assert not list(tmp_path.glob("maas-model-*"))  # the partial download was removed
 
 
 def test_s3_missing_card_is_503_then_recovers_once_uploaded(handler_module, artifacts, s3, tmp_path):
     function = s3_function(handler_module, artifacts, s3, tmp_path)
-    assert_error(function.invoke(digits_event(), Context()), 503)
+    assert_error(function.invoke(digits_event(), LambdaContext()), 503)
     upload(s3, artifacts / "digits/1.0.0", "digits/1.0.0")
-    status, _ = answer(function.invoke(digits_event(), Context()))
+    status, _ = answer(function.invoke(digits_event(), LambdaContext()))
     assert status == 200
 
 
 def test_s3_digest_mismatch_is_refused(handler_module, artifacts, s3, tmp_path):
     upload(s3, artifacts / "digits/1.0.0", "digits/1.0.0", tamper="model.onnx")
-    error = assert_error(s3_function(handler_module, artifacts, s3, tmp_path).invoke(digits_event(), Context()), 503)
+    error = assert_error(s3_function(handler_module, artifacts, s3, tmp_path).invoke(digits_event(), LambdaContext()), 503)
     assert error["code"] == "artifact_invalid" and "sha256" in error["message"]
     assert not list(tmp_path.glob("maas-model-*"))
 
@@ -293,7 +276,7 @@ def test_s3_denied_read_is_502(handler_module, artifacts, s3, tmp_path):
     # moto does not enforce bucket policies, so S3's AccessDenied answer is stubbed
     with Stubber(s3) as stub:
         stub.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
-        response = s3_function(handler_module, artifacts, s3, tmp_path).invoke(digits_event(), Context())
+        response = s3_function(handler_module, artifacts, s3, tmp_path).invoke(digits_event(), LambdaContext())
     error = assert_error(response, 502)
     assert error["code"] == "artifact_access_denied"
 
@@ -305,7 +288,7 @@ def test_s3_timeout_is_504(handler_module, artifacts, tmp_path):
         def get_object(self, **_):
             raise ReadTimeoutError(endpoint_url="https://s3.amazonaws.com")
 
-    error = assert_error(s3_function(handler_module, artifacts, SlowS3(), tmp_path).invoke(digits_event(), Context()), 504)
+    error = assert_error(s3_function(handler_module, artifacts, SlowS3(), tmp_path).invoke(digits_event(), LambdaContext()), 504)
     assert error["code"] == "artifact_timeout"
 
 
@@ -315,7 +298,7 @@ def test_artifact_for_another_model_is_refused(handler_module, artifacts, tmp_pa
     function = handler_module.create_function(
         handler_module.Config(model_name="minilm", model_dir=str(folder), catalog_path=str(artifacts / "catalog.json"))
     )
-    error = assert_error(function.invoke(event("invoke_minilm"), Context()), 503)
+    error = assert_error(function.invoke(event("invoke_minilm"), LambdaContext()), 503)
     assert "digits" in error["message"]
 
 
@@ -324,7 +307,7 @@ def test_lambda_handler_reads_its_configuration_from_the_environment(handler_mod
     monkeypatch.setenv("MAAS_MODEL_DIR", str(artifacts / "digits/1.0.0"))
     monkeypatch.setenv("MAAS_CATALOG_PATH", str(artifacts / "catalog.json"))
     monkeypatch.setattr(handler_module, "_function", None)
-    status, body = answer(handler_module.lambda_handler(digits_event(), Context()))
+    status, body = answer(handler_module.lambda_handler(digits_event(), LambdaContext()))
     assert status == 200 and body["model"] == "digits"
 
 
@@ -336,7 +319,7 @@ def test_metrics_carry_latency_batch_size_tokens_and_the_model_dimension(handler
     )
     capsys.readouterr()
     # WHEN one request is answered
-    assert function.invoke(event("invoke_minilm"), Context())["statusCode"] == 200
+    assert function.invoke(event("invoke_minilm"), LambdaContext())["statusCode"] == 200
     # THEN one EMF document is printed with the request's figures under the model dimension
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
     emf = next(d for d in documents if "latency" in d)
@@ -353,7 +336,7 @@ def test_with_tracing_on_the_function_wraps_requests_in_a_tracer(handler_module,
     )
     # WHEN a function is created and invoked
     function = handler_module.create_function(config)
-    status, body = answer(function.invoke(event("invoke_digits"), Context()))
+    status, body = answer(function.invoke(event("invoke_digits"), LambdaContext()))
     # THEN it has a Tracer and still answers
     assert function.tracer is not None
     assert status == 200 and body["outputs"][0][0]["label"] == "0"
@@ -365,11 +348,9 @@ sys.path.insert(0, sys.argv[1])
 import app  # Lambda's init: starts loading the packaged model
 preloaded = app._preload is not None
 app._preload.join(60)
-class Context:
-    function_name = "f"; function_version = "1"; memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:f"; aws_request_id = "r"
-    def get_remaining_time_in_millis(self): return 10000
-response = app.lambda_handler(json.load(open(sys.argv[2])), Context())
+sys.path.append(sys.argv[3])  # maas/: the worker's LambdaContext, standard library only
+from lambda_worker import LambdaContext
+response = app.lambda_handler(json.load(open(sys.argv[2])), LambdaContext("f"))
 print(json.dumps({"preloaded": preloaded, "status": response["statusCode"], "body": json.loads(response["body"])}))
 """
 
@@ -391,7 +372,8 @@ def _cold_start(artifact_dir: Path, tmp_path: Path) -> dict:
     script = tmp_path / "init.py"
     script.write_text(_INIT_SCRIPT)
     done = subprocess.run(
-        [sys.executable, str(script), str(ROOT / "functions" / "model"), str(EVENTS / "invoke_digits.json")],
+        [sys.executable, str(script), str(ROOT / "functions" / "model"), str(EVENTS / "invoke_digits.json"),
+         str(ROOT / "maas")],
         env=env, capture_output=True, text=True, timeout=120, check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])

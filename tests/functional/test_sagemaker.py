@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from maas.lambda_worker import LambdaContext
 from maas.local_api import configure_local_environment, load_function_module, load_serving_module
 
 configure_local_environment()
@@ -21,16 +22,6 @@ EVENTS = ROOT / "tests" / "events"
 BUILD = ROOT / "build"
 HEAVY = "minilm-gpu/1.0.0"
 SENTENCES = ["Heavy models run on a GPU endpoint.", "The proxy forwards the batch unchanged."]
-
-
-class Context:
-    function_name = "maas-minilm-gpu"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:maas-minilm-gpu"
-    aws_request_id = "lambda-request-id"
-
-    def get_remaining_time_in_millis(self):
-        return 10_000
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +79,7 @@ def test_invocations_give_the_lambda_paths_outputs(container, artifacts):
     function = handler.create_function(
         handler.Config(model_name="minilm-gpu", model_dir=str(artifacts / HEAVY), catalog_path=str(artifacts / "catalog.json"))
     )
-    lambda_answer = json.loads(function.invoke(invoke_event("minilm-gpu", SENTENCES), Context())["body"])
+    lambda_answer = json.loads(function.invoke(invoke_event("minilm-gpu", SENTENCES), LambdaContext())["body"])
     # WHEN the container is asked the same over HTTP
     status, body = http("POST", f"{container}/invocations", json.dumps({"inputs": SENTENCES}).encode())
     # THEN the answers are the same JSON
@@ -193,7 +184,7 @@ def test_proxy_returns_the_endpoints_answer_queued_in_moto(proxy_module, artifac
         requests.post("http://motoapi.amazonaws.com/moto-api/static/sagemaker/endpoint-results", json=queued, timeout=5)
         client = boto3.client("sagemaker-runtime", region_name="us-east-1", config=proxy_module.client_config())
         # WHEN the proxy handler is invoked through API Gateway's event
-        status, body = result(proxy(proxy_module, artifacts, client).invoke(invoke_event("minilm-gpu", SENTENCES), Context()))
+        status, body = result(proxy(proxy_module, artifacts, client).invoke(invoke_event("minilm-gpu", SENTENCES), LambdaContext()))
     # THEN it answers with the endpoint's outputs, in the Lambda path's shape
     assert status == 200
     assert body == {"model": "minilm-gpu", "version": real["version"], "outputs": real["outputs"], "usage": real["usage"]}
@@ -201,10 +192,10 @@ def test_proxy_returns_the_endpoints_answer_queued_in_moto(proxy_module, artifac
 
 def test_proxy_through_the_local_container_matches_the_container(proxy_module, artifacts, container, aws):
     status, direct = http("POST", f"{container}/invocations", json.dumps({"inputs": SENTENCES}).encode())
-    status, body = result(proxy(proxy_module, artifacts, runtime_url=container).invoke(invoke_event("minilm-gpu", SENTENCES), Context()))
+    status, body = result(proxy(proxy_module, artifacts, runtime_url=container).invoke(invoke_event("minilm-gpu", SENTENCES), LambdaContext()))
     assert status == 200 and body["outputs"] == direct["outputs"]
     # a container 4xx (too many inputs) comes back as the same status and code
-    status, body = result(proxy(proxy_module, artifacts, runtime_url=container).invoke(invoke_event("minilm-gpu", ["x"] * 257), Context()))
+    status, body = result(proxy(proxy_module, artifacts, runtime_url=container).invoke(invoke_event("minilm-gpu", ["x"] * 257), LambdaContext()))
     assert status == 413 and body["error"]["code"] == "limit_exceeded"
 
 
@@ -235,7 +226,7 @@ def test_proxy_maps_sagemaker_errors(proxy_module, artifacts, aws, code, http_st
             "invoke_endpoint", service_error_code=code, service_message="Endpoint maas-minilm-gpu of account 123456789012 failed",
             http_status_code=http_status, modeled_fields=fields,
         )
-        got, body = result(proxy(proxy_module, artifacts, client).invoke(invoke_event("minilm-gpu", SENTENCES), Context()))
+        got, body = result(proxy(proxy_module, artifacts, client).invoke(invoke_event("minilm-gpu", SENTENCES), LambdaContext()))
     assert got == status, body
     assert body["error"]["code"] == api_code
     assert "123456789012" not in body["error"]["message"] and "Traceback" not in body["error"]["message"]
@@ -301,7 +292,7 @@ def test_throttling_is_retried_with_backoff_then_answered(proxy_module, artifact
     runtime, url = fake_runtime
     runtime.throttle_first = 2
     runtime.answer = json.dumps({"model": "minilm-gpu", "version": "1.0.0", "outputs": [[0.5], [0.25]], "usage": {"batch_size": 2}}).encode()
-    status, body = result(proxy(proxy_module, artifacts, _client_for(proxy_module, url)).invoke(invoke_event("minilm-gpu", SENTENCES), Context()))
+    status, body = result(proxy(proxy_module, artifacts, _client_for(proxy_module, url)).invoke(invoke_event("minilm-gpu", SENTENCES), LambdaContext()))
     assert status == 200 and body["outputs"] == [[0.5], [0.25]]
     assert runtime.calls == 3
 
@@ -309,7 +300,7 @@ def test_throttling_is_retried_with_backoff_then_answered(proxy_module, artifact
 def test_throttling_that_persists_is_429_after_max_attempts(proxy_module, artifacts, aws, fake_runtime):
     runtime, url = fake_runtime
     runtime.throttle_first = 100
-    response = proxy(proxy_module, artifacts, _client_for(proxy_module, url)).invoke(invoke_event("minilm-gpu", SENTENCES), Context())
+    response = proxy(proxy_module, artifacts, _client_for(proxy_module, url)).invoke(invoke_event("minilm-gpu", SENTENCES), LambdaContext())
     status, body = result(response)
     assert status == 429 and body["error"]["code"] == "throttled"
     assert runtime.calls == proxy_module.client_config().retries["total_max_attempts"] == 3
@@ -320,14 +311,14 @@ def test_a_slow_endpoint_is_504(proxy_module, artifacts, aws, fake_runtime):
     runtime, url = fake_runtime
     runtime.delay_s = 0.5
     client = _client_for(proxy_module, url, read_timeout=0.1, retries={"mode": "standard", "total_max_attempts": 1})
-    status, body = result(proxy(proxy_module, artifacts, client).invoke(invoke_event("minilm-gpu", SENTENCES), Context()))
+    status, body = result(proxy(proxy_module, artifacts, client).invoke(invoke_event("minilm-gpu", SENTENCES), LambdaContext()))
     assert status == 504 and body["error"]["code"] == "upstream_timeout"
 
 
 def test_a_wrong_shaped_endpoint_answer_is_502(proxy_module, artifacts, aws, fake_runtime):
     runtime, url = fake_runtime
     runtime.answer = b'{"outputs": [[1.0]]}'  # one output for two inputs
-    status, body = result(proxy(proxy_module, artifacts, _client_for(proxy_module, url)).invoke(invoke_event("minilm-gpu", SENTENCES), Context()))
+    status, body = result(proxy(proxy_module, artifacts, _client_for(proxy_module, url)).invoke(invoke_event("minilm-gpu", SENTENCES), LambdaContext()))
     assert status == 502
 
 
@@ -336,9 +327,9 @@ def test_proxy_embeddings_and_catalog_routes(proxy_module, artifacts, container,
     event = invoke_event("minilm-gpu", SENTENCES)
     event["path"] = "/models/minilm-gpu/v1/embeddings"
     event["body"] = json.dumps({"model": "minilm-gpu", "input": SENTENCES})
-    status, body = result(function.invoke(event, Context()))
+    status, body = result(function.invoke(event, LambdaContext()))
     status_direct, direct = http("POST", f"{container}/invocations", json.dumps({"inputs": SENTENCES}).encode())
     assert status == 200 and [d["embedding"] for d in body["data"]] == direct["outputs"]
     event = json.loads((EVENTS / "list_models.json").read_text())
-    status, body = result(function.invoke(event, Context()))
+    status, body = result(function.invoke(event, LambdaContext()))
     assert status == 200 and "minilm-gpu" in [m["name"] for m in body["models"]]

@@ -1,0 +1,165 @@
+"""Every route of the API, written once.
+
+The Powertools resolver (function.py), the API Gateway resources (infra/model_api.py) and the
+local API (maas/local_api.py) are all generated from `ROUTES`, so a route cannot exist in one
+of them and not the others. Paths use API Gateway's syntax (`/models/{name}/invoke`);
+`RouteSpec.rule` gives Powertools' (`/models/<name>/invoke`).
+
+Scope: a "model" route exists once per model and is answered by that model's own function
+(`tasks` narrows it to models of those tasks); a "shared" route exists once per API and is
+answered by the default function. Imports no Powertools and no AWS SDK.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .schemas import EmbeddingsRequest, EmbeddingsResponse, Health, InvokeRequest, InvokeResponse, ModelList
+
+MODEL = "model"
+SHARED = "shared"
+EMBEDDING_TASK = "embedding"
+"""The task whose models answer the OpenAI embeddings routes."""
+
+_PARAM = re.compile(r"\{(\w+)\}")
+
+ERRORS: dict[int, str] = {
+    400: "Malformed request (not JSON, empty, too deeply nested)",
+    404: "Unknown model or route",
+    413: "Too many inputs or too large a request",
+    415: "Content-Type is not application/json",
+    422: "The request does not fit the schema or the model's inputs",
+    429: "Throttled",
+    502: "A downstream service (SageMaker, S3) failed",
+    503: "The model is unavailable",
+    504: "A downstream service timed out",
+}
+"""Every error status a route may document, and what it means there."""
+
+_PREDICT_ERRORS = (400, 404, 413, 415, 422, 429, 502, 503, 504)
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """One method on one path, and what answers it."""
+
+    method: str
+    path: str
+    """API Gateway syntax: literal segments and `{param}` segments."""
+    operation: str
+    """The operation that answers (an `Operations` method in function.py) and the OpenAPI operationId."""
+    summary: str
+    request: type | None
+    """The JSON body's pydantic model; None for a route without a body."""
+    response: Any
+    """The answer's model (a pydantic model or a type); None where the route answers a raw document."""
+    errors: tuple[int, ...]
+    """The error statuses the function answers on this route (keys of ERRORS)."""
+    scope: str
+    """MODEL (one per model, that model's function) or SHARED (once, the default function)."""
+    tasks: frozenset[str] | None = None
+    """For a MODEL route: only models of these tasks have it. None: every model."""
+    documented: bool = True
+    """Listed in /openapi.json."""
+    _regex: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.scope not in (MODEL, SHARED):
+            raise ValueError(f"{self.path}: scope must be {MODEL!r} or {SHARED!r}")
+        if self.scope == MODEL and self.params != ("name",):
+            raise ValueError(f"{self.path}: a model route takes exactly the {{name}} parameter")
+        if self.tasks is not None and self.scope != MODEL:
+            raise ValueError(f"{self.path}: only a model route can be limited to some tasks")
+        unknown = set(self.errors) - set(ERRORS)
+        if unknown:
+            raise ValueError(f"{self.path}: undocumented error statuses {sorted(unknown)}")
+        segments = (
+            f"(?P<{m.group(1)}>[^/]+)" if (m := _PARAM.fullmatch(part)) else re.escape(part)
+            for part in self.path.split("/")
+        )
+        object.__setattr__(self, "_regex", re.compile("^" + "/".join(segments) + "/*$"))
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """Path parameter names, in order."""
+        return tuple(_PARAM.findall(self.path))
+
+    @property
+    def rule(self) -> str:
+        """The path in Powertools' syntax: /models/<name>/invoke."""
+        return _PARAM.sub(r"<\1>", self.path)
+
+    def render(self, **values: str) -> str:
+        """The concrete path: render(name="minilm") -> /models/minilm/invoke."""
+        return _PARAM.sub(lambda m: values[m.group(1)], self.path)
+
+    def match(self, path: str) -> dict[str, str] | None:
+        """The path parameters when `path` is this route's path (trailing slashes allowed), else None."""
+        found = self._regex.match(path)
+        return found.groupdict() if found else None
+
+    def serves(self, task: str) -> bool:
+        """Whether a model of this task has this route (MODEL routes only)."""
+        return self.scope == MODEL and (self.tasks is None or task in self.tasks)
+
+
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec("GET", "/health", "health", "Liveness of this model's function",
+              None, Health, (503,), SHARED),
+    RouteSpec("GET", "/openapi.json", "openapi", "The OpenAPI document of the whole API",
+              None, None, (), SHARED, documented=False),
+    RouteSpec("GET", "/models", "list_models", "The model catalog",
+              None, ModelList, (503,), SHARED),
+    RouteSpec("GET", "/models/{name}", "get_model",
+              "One model's card: version, task, input/output schema, sha256, parity, target",
+              None, dict, (404, 503), MODEL),
+    RouteSpec("POST", "/models/{name}/invoke", "invoke", "Run the model on a batch of inputs",
+              InvokeRequest, InvokeResponse, _PREDICT_ERRORS, MODEL),
+    RouteSpec("POST", "/v1/embeddings", "embeddings",
+              "OpenAI-compatible embeddings (the model field names an embedding model)",
+              EmbeddingsRequest, EmbeddingsResponse, _PREDICT_ERRORS, SHARED),
+    RouteSpec("POST", "/models/{name}/v1/embeddings", "model_embeddings",
+              "OpenAI-compatible embeddings for one model (base_url .../models/<name>/v1)",
+              EmbeddingsRequest, EmbeddingsResponse, _PREDICT_ERRORS, MODEL, tasks=frozenset({EMBEDDING_TASK})),
+)
+
+INVOKE = "invoke"
+"""The operation every model answers: its alarms, dashboards and outputs name this route."""
+
+
+def route(operation: str) -> RouteSpec:
+    """The route answered by `operation`."""
+    for spec in ROUTES:
+        if spec.operation == operation:
+            return spec
+    raise KeyError(f"no route for operation {operation!r}")
+
+
+def model_routes(task: str | None = None) -> list[RouteSpec]:
+    """The MODEL routes a model of `task` has; every MODEL route when task is None."""
+    return [s for s in ROUTES if s.scope == MODEL and (task is None or s.serves(task))]
+
+
+def shared_routes() -> list[RouteSpec]:
+    return [s for s in ROUTES if s.scope == SHARED]
+
+
+def find(method: str, path: str) -> RouteSpec | None:
+    """The route answering `method` on the concrete `path`, if any."""
+    return next((s for s in ROUTES if s.method == method and s.match(path) is not None), None)
+
+
+def allowed_methods(path: str) -> list[str]:
+    """The methods some route accepts on `path` (empty: an unknown path, 404; else a wrong method is 405)."""
+    return sorted({s.method for s in ROUTES if s.match(path) is not None})
+
+
+def deployed(models: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """(method, concrete path) of every route an API serving these (name, task) models has."""
+    found = {(s.method, s.path) for s in shared_routes()}
+    for name, task in models:
+        found |= {(s.method, s.render(name=name)) for s in model_routes(task)}
+    return found

@@ -1,0 +1,124 @@
+"""The route table (maas_api.routes) is the API: the resolver, the synthesized template and the
+local API serve exactly its routes, and the resolver validates each with the table's models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from maas.lambda_worker import LambdaContext
+from maas.local_api import configure_local_environment, load_function_module, manifest_stack
+from maas.template_api import load_assembly
+from maas_api import routes
+
+
+@pytest.fixture(scope="module")
+def function(repo_root, artifacts):
+    configure_local_environment()
+    handler = load_function_module(repo_root / "functions" / "model")
+    build = repo_root / "build"
+    return handler.create_function(handler.Config(model_name="digits", catalog_path=str(build / "catalog.json")))
+
+
+@pytest.fixture(scope="module")
+def local_stack(manifest, artifacts):
+    configure_local_environment()
+    stack = manifest_stack(manifest)
+    yield stack
+    stack.close()
+
+
+def _resolver_routes(function) -> set[tuple[str, str]]:
+    """(method, path in API Gateway syntax) of every route the Powertools resolver registered.
+
+    Read from the resolver itself: the OpenAPI document leaves out the undocumented /openapi.json.
+    """
+    app = function.app
+    return {(r.method, r.openapi_path) for r in app._static_routes + app._dynamic_routes}
+
+
+def _per_model(pairs: set[tuple[str, str]], models: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Each {name} route once per model that has it (by the table's task filter), the rest as they are."""
+    table = {(s.method, s.path): s for s in routes.ROUTES}
+    found = set()
+    for method, path in pairs:
+        if "{name}" not in path:
+            found.add((method, path))
+            continue
+        spec = table.get((method, path))
+        for name, task in models:
+            if spec is None or spec.serves(task):
+                found.add((method, path.replace("{name}", name)))
+    return found
+
+
+def test_resolver_template_and_local_api_serve_the_same_routes(function, synth, local_stack, manifest):
+    # GIVEN the shipped manifest's models
+    models = [(s.name, s.task) for s in manifest.models]
+    # WHEN the routes are read from each of the three places that serve the API
+    resolver = _per_model(_resolver_routes(function), models)
+    template = {(m.http_method, m.path) for m in load_assembly(synth.outdir).methods}
+    local = {(r.method, r.resource) for r in local_stack.routes if r.method != "ANY"}
+    # THEN each serves exactly the table's routes: a route in one and not the others fails here
+    expected = routes.deployed(models)
+    assert resolver == expected, f"resolver: extra {resolver - expected}, missing {expected - resolver}"
+    assert template == expected, f"template: extra {template - expected}, missing {expected - template}"
+    assert local == expected, f"local API: extra {local - expected}, missing {expected - local}"
+
+
+def test_every_route_is_validated_and_documented_with_the_tables_models(function):
+    # GIVEN the OpenAPI document the resolver generates from its routes' signatures
+    doc = json.loads(function.openapi_json())
+    documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
+    assert documented == {(s.method, s.path) for s in routes.ROUTES if s.documented}
+    schemas = doc["components"]["schemas"]
+    for spec in routes.ROUTES:
+        if not spec.documented:
+            continue
+        operation = doc["paths"][spec.path][spec.method.lower()]
+        # THEN the operation is the table's, with its request body model ...
+        assert operation["operationId"] == spec.operation and operation["summary"] == spec.summary
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+        if spec.request is None:
+            assert body is None, spec.path
+        else:
+            assert body == {"$ref": f"#/components/schemas/{spec.request.__name__}"}, spec.path
+            assert set(schemas[spec.request.__name__]["required"]) == {
+                n for n, f in spec.request.model_fields.items() if f.is_required()
+            }
+        # ... its response model, and its error statuses
+        answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        if isinstance(spec.response, type) and hasattr(spec.response, "model_fields"):
+            assert answer == {"$ref": f"#/components/schemas/{spec.response.__name__}"}, spec.path
+        else:
+            assert answer["type"] == "object", spec.path
+        assert {str(s) for s in spec.errors} <= set(operation["responses"]), spec.path
+
+
+def test_the_resolver_validates_bodies_against_the_tables_request_models(function):
+    # GIVEN the route functions the resolver registered
+    registered = {(r.method, r.openapi_path): r for r in function.app._static_routes + function.app._dynamic_routes}
+    for spec in routes.ROUTES:
+        dependant = registered[(spec.method, spec.path)].dependant
+        # THEN the body parameter is the table's request model, path parameters are the path's
+        assert [p.field_info.annotation for p in dependant.body_params] == ([spec.request] if spec.request else [])
+        assert [p.name for p in dependant.path_params] == list(spec.params)
+        returned = dependant.return_param.field_info.annotation if dependant.return_param else None
+        assert returned == spec.response, spec.path
+
+
+def test_wrong_methods_and_unknown_paths_answer_405_and_404_from_the_table(function):
+    # GIVEN an event for each path of the table with a method it does not take
+    for spec in routes.ROUTES:
+        path = spec.render(name="digits") if spec.params else spec.path
+        wrong = "DELETE"
+        event = {"httpMethod": wrong, "path": path, "headers": {}, "requestContext": {"requestId": "r"}}
+        # WHEN the function answers
+        response = function.invoke(event, LambdaContext())
+        # THEN it is 405 and Allow lists the table's methods for that path
+        assert response["statusCode"] == 405, (path, response["body"])
+        allow = response.get("multiValueHeaders", {}).get("Allow") or [response["headers"]["Allow"]]
+        assert allow == [", ".join(routes.allowed_methods(path))]
+    unknown = {"httpMethod": "GET", "path": "/nope", "headers": {}, "requestContext": {}}
+    assert function.invoke(unknown, LambdaContext())["statusCode"] == 404
