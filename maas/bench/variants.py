@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maas_api.constants import ENV_MODEL_DIR, ENV_MODEL_NAME, ENV_MODEL_S3_URI
-from maas_runtime import CARD_FILE, MODEL_FILE, ModelCard, file_entries
+from maas_runtime import CARD_FILE, MODEL_FILE, ArtifactError, ModelCard, file_entries, verify_artifact
 from maas_runtime.session import ENV_INTRA_OP_THREADS
 
 from ..paths import artifact_dir
@@ -110,7 +110,7 @@ def digits_baseline(root: Path, card: ModelCard) -> tuple[Path, Path]:
     cache = cache_dir(root)
     weights = cache / "digits-fp32.pt"
     folder = cache / "digits-fp32"
-    if weights.exists() and (folder / CARD_FILE).exists():
+    if weights.exists() and _verified(folder):
         return weights, folder
     import torch
 
@@ -137,6 +137,15 @@ def digits_baseline(root: Path, card: ModelCard) -> tuple[Path, Path]:
     # The trained model's fp32 export, described by the kit's card with its own file.
     card.replace(model_file=MODEL_FILE, files=file_entries(folder), optimization=None, sizes=None, parity=None).write(folder)
     return weights, folder
+
+
+def _verified(folder: Path) -> bool:
+    """A cached artifact folder that this kit's runtime still reads (an older card schema is rebuilt)."""
+    try:
+        verify_artifact(folder)
+    except ArtifactError:
+        return False
+    return True
 
 
 def variants_for(manifest, name: str, threads: int) -> list[Variant]:

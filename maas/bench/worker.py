@@ -172,8 +172,8 @@ class HandlerServer:
         return lambda: model.predict(inputs, {})
 
     def _session_path(self, inputs):
-        session, feeds = self.model.session, session_feeds(self.model, inputs)
-        return lambda: session.run(None, feeds)
+        engine, feeds = self.model.engine, self.model.task.prepare(list(inputs), {}).feeds
+        return lambda: engine.run(feeds)
 
 
 class RuntimeServer(HandlerServer):
@@ -192,18 +192,6 @@ class RuntimeServer(HandlerServer):
 
     def paths(self):
         return {"predict": self._predict_path, "session": self._session_path}
-
-
-def session_feeds(model, inputs):
-    """The graph feeds the runtime would build for these inputs (so a bare session.run can be timed)."""
-    import numpy as np
-
-    task = model.task
-    if hasattr(task, "encoder"):
-        feeds, _ = task.encoder.encode(list(inputs))
-        return {k: v for k, v in feeds.items() if k in task.input_names}
-    pixels = np.asarray([np.ravel(x) for x in inputs], dtype=np.float32) * np.float32(task.scale)
-    return {task.input_names[0]: pixels.reshape([len(inputs), *task.graph_shape[1:]])}
 
 
 class TorchServer:
