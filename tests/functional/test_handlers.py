@@ -133,11 +133,13 @@ def test_catalog_routes_answer_from_the_packaged_catalog(minilm, artifacts):
 def test_health_and_openapi(minilm):
     status, body = answer(minilm.invoke(event("health"), LambdaContext()))
     assert status == 200 and body["model"] == "minilm" and body["status"] == "ok"
+    assert body["version"] == "1.0.0" and body["loaded"] is True and body["checked_at"]
     status, doc = answer(minilm.invoke(event("openapi"), LambdaContext()))
     assert status == 200 and doc["openapi"].startswith("3.")
-    for path in ("/models/{name}/invoke", "/v1/embeddings", "/models/{name}/v1/embeddings", "/models", "/health"):
+    for path in ("/models/minilm/invoke", "/models/digits/invoke", "/v1/embeddings", "/models/minilm/v1/embeddings",
+                 "/models", "/health"):
         assert path in doc["paths"], path
-    assert "422" in doc["paths"]["/models/{name}/invoke"]["post"]["responses"]
+    assert "422" in doc["paths"]["/models/minilm/invoke"]["post"]["responses"]
 
 
 # --- every error status the handler itself produces --------------------------------------------
@@ -182,14 +184,14 @@ def test_runtime_rejection_is_422_naming_the_input(digits):
     assert "inputs[0]" in error["message"]
 
 
-def test_missing_artifact_in_the_package_is_503_and_health_says_degraded(handler_module, artifacts, tmp_path):
+def test_missing_artifact_in_the_package_is_503_and_so_is_health(handler_module, artifacts, tmp_path):
     function = handler_module.create_function(
         handler_module.Config(model_name="minilm", model_dir=str(tmp_path / "absent"), catalog_path=str(artifacts / "catalog.json"))
     )
     error = assert_error(function.invoke(event("invoke_minilm"), LambdaContext()), 503)
     assert error["code"] == "artifact_invalid"
-    _, health = answer(function.invoke(event("health"), LambdaContext()))
-    assert health["status"] == "degraded" and health["loaded"] is False
+    health = assert_error(function.invoke(event("health"), LambdaContext()), 503)
+    assert health["code"] == "artifact_invalid" and health["message"].startswith("health check failed")
 
 
 # --- the artifact from S3 (moto) --------------------------------------------------------------
