@@ -83,7 +83,7 @@ def test_every_route_answers_for_the_demo_models(server):
     status, _, body = call(server, "GET", "/health")
     assert status == 200 and body["status"] == "ok"
     status, _, doc = call(server, "GET", "/openapi.json")
-    assert status == 200 and "/models/{name}/invoke" in doc["paths"]
+    assert status == 200 and {"/models/minilm/invoke", "/models/digits/invoke", "/models/minilm-gpu/invoke"} <= set(doc["paths"])
 
 
 def test_v1_embeddings_returns_the_same_vectors_as_invoke(server):
@@ -97,9 +97,12 @@ def test_v1_embeddings_returns_the_same_vectors_as_invoke(server):
     for item, expected in zip(per_model["data"], invoked["outputs"]):
         raw = base64.b64decode(item["embedding"])
         assert struct.unpack(f"<{len(raw) // 4}f", raw) == pytest.approx(expected, abs=1e-7)
-    # the heavy model answers /v1/embeddings too, through the proxy and the serving program
-    status, _, heavy = call(server, "POST", "/v1/embeddings", {"model": "minilm-gpu", "input": texts[0]})
+    # the heavy model answers its own /v1/embeddings too, through the proxy and the serving program;
+    # the shared /v1/embeddings is the default function's (as in AWS) and names the way
+    status, _, heavy = call(server, "POST", "/models/minilm-gpu/v1/embeddings", {"model": "minilm-gpu", "input": texts[0]})
     assert status == 200 and heavy["model"] == "minilm-gpu" and len(heavy["data"][0]["embedding"]) == 384
+    status, _, other = call(server, "POST", "/v1/embeddings", {"model": "minilm-gpu", "input": texts[0]})
+    assert status == 404 and "/models/<model>/v1" in other["error"]["message"]
 
 
 def test_events_are_api_gateway_rest_payload_1_0():
@@ -368,5 +371,5 @@ def test_embeddings_over_http_match_fp32_pytorch(server, torch_reference, model,
     cosines = (served * torch_reference).sum(1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(torch_reference, axis=1))
     print(f"{model}: min cosine {cosines.min():.6f}, mean {cosines.mean():.6f} over {len(UNSEEN)} unseen sentences")
     assert cosines.min() >= threshold
-    status, _, openai = call(server, "POST", "/v1/embeddings", {"model": model, "input": UNSEEN})
+    status, _, openai = call(server, "POST", f"/models/{model}/v1/embeddings", {"model": model, "input": UNSEEN})
     assert [d["embedding"] for d in openai["data"]] == body["outputs"]
