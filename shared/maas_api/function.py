@@ -16,6 +16,7 @@ import inspect
 import json
 import os
 import struct
+import threading
 import time
 import warnings
 from contextlib import nullcontext
@@ -54,6 +55,12 @@ from .schemas import EmbeddingsRequest, Health, InvokeRequest, ModelList
 
 # Health, catalog and error answers record no metric by design; Powertools warns about each one.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
+
+_RESOLVING = threading.Lock()
+"""Powertools keeps the request being resolved in class attributes (BaseRouter.current_event and
+lambda_context), shared by every resolver of the process: two functions resolving at once in one
+process (`maas serve`, several models) would read each other's requests. Lambda runs one request
+per process, so there the lock is never contended; locally, functions answer one at a time."""
 
 
 class Backend(Protocol):
@@ -211,7 +218,8 @@ class ApiFunction:
             spec = find(method, path)
             if spec is not None and spec.request is not None:
                 check_json_body(event)
-            result = self.app.resolve(event, context)
+            with _RESOLVING:
+                result = self.app.resolve(event, context)
         except ApiError as exc:
             result = self._error_dict(exc, request_id)
         if request_id:

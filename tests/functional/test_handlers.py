@@ -400,3 +400,28 @@ def test_a_cold_start_with_a_tampered_artifact_answers_503_instead_of_crashing(a
     assert result["status"] == 503
     assert result["body"]["error"]["code"] == "artifact_invalid"
     assert "sha256" in result["body"]["error"]["message"]
+
+
+def test_two_functions_in_one_process_never_answer_each_others_requests(minilm, digits):
+    # GIVEN two functions in one process, as `maas serve` runs them (Powertools keeps the request
+    # being resolved in class attributes that every resolver of a process shares), and requests
+    # whose bodies take a while to parse and validate
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = {"inputs": [[[(r + c + k) % 17 for c in range(8)] for r in range(8)] for k in range(256)]}
+    texts = {"inputs": [f"sentence {k}" for k in range(3)]}
+
+    def run(function, name, body, n):
+        wrong = []
+        for _ in range(n):
+            e = event(f"invoke_{name}", body=json.dumps(body))
+            status, answered = answer(function.invoke(e, LambdaContext()))
+            if status != 200 or answered.get("model") != name or len(answered["outputs"]) != len(body["inputs"]):
+                wrong.append((name, status, str(answered)[:120]))
+        return wrong
+
+    # WHEN both answer requests at the same time
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda args: run(*args), [(minilm, "minilm", texts, 150), (digits, "digits", images, 60)]))
+    # THEN each answered its own requests, every time
+    assert results == [[], []], [r[:3] for r in results]

@@ -118,6 +118,8 @@ class LabelledTask(Task):
 
     def top_k(self, parameters: dict) -> int:
         top_k = parameters.get("top_k", 1)
+        if isinstance(top_k, float) and top_k.is_integer():
+            top_k = int(top_k)  # 3.0 is the integer 3 in JSON (and in JSON Schema)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(self.labels):
             raise InvalidInput(f"parameters.top_k must be an integer from 1 to {len(self.labels)}")
         return top_k
