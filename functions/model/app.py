@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -243,6 +244,9 @@ class LocalModelBackend:
         except BaseException as exc:
             # Nothing of a failed load stays: not its session or model (memory), nor a downloaded
             # folder (/tmp), so that retries neither grow the instance nor answer from a stale copy.
+            # The traceback's frames would hold the half-built model (and its session) until the
+            # cycle collector ran: their locals go now, the traceback itself stays for the log.
+            traceback.clear_frames(exc.__traceback__)
             forget_models(folder)
             if downloaded:
                 shutil.rmtree(folder, ignore_errors=True)

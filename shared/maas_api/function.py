@@ -250,10 +250,11 @@ class ApiFunction:
         return request_id_of(self.app.current_event.raw_event, self.app.lambda_context)
 
     def _log_error(self, exc: ApiError, request_id: str | None) -> None:
-        """A 4xx is logged as the client's problem; a 5xx with its root cause (the deepest exception
-        it was raised from: type, message, traceback) and what ApiError.log names along the way."""
+        """A 4xx is logged as the client's problem; a 5xx (as an error) and a 429 (as a warning: a
+        capacity signal) with the root cause (the deepest exception it was raised from: type,
+        message, traceback) and what ApiError.log names along the way."""
         fields = {"status": int(exc.status), "code": exc.code, "request_id": request_id}
-        if exc.status < 500:
+        if exc.status < 500 and exc.status != 429:
             self.logger.info("request rejected", extra=fields)
             return
         root: BaseException = exc
@@ -266,7 +267,8 @@ class ApiFunction:
         fields.update(exc.log)
         fields.update(error_type=type(root).__name__, error_message=str(root)[:2000])
         exc_info = (type(root), root, root.__traceback__) if root is not exc else None
-        self.logger.error(f"request failed: {exc.message}", extra=fields, exc_info=exc_info)
+        log = self.logger.error if exc.status >= 500 else self.logger.warning
+        log(f"request failed: {exc.message}", extra=fields, exc_info=exc_info)
 
     def _error_response(self, exc: ApiError) -> Response:
         self._log_error(exc, self._request_id())
