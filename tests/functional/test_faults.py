@@ -347,10 +347,13 @@ def test_a_sagemaker_fault_is_answered_logged_and_recovered_from(built_models, r
     assert "CUDA" not in json.dumps(body)
     record = failure_log(tap, e["requestContext"]["requestId"])
     assert record["status"] == status and record["error_type"] and record["error_message"]
-    # WHEN the endpoint recovers, the same warm function answers
+    assert record["endpoint"] == "maas-minilm-gpu"
+    # WHEN the endpoint recovers, the same warm function answers, and its health check too
     fake.fault = None
     got, body = answer(function.invoke(e, LambdaContext()))
     assert got == 200 and body["outputs"] == [[0.5, 0.5]]
+    got, body = answer(function.invoke(event("health"), LambdaContext()))
+    assert got == 200 and (body["model"], body["status"]) == ("minilm-gpu", "ok")
 
 
 # --- the model itself ----------------------------------------------------------------------------

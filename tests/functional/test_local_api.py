@@ -220,7 +220,6 @@ def test_malformed_request_gets_a_4xx_json_error(server, case, method, path, bod
 
 
 def test_malformed_http_framing_gets_a_4xx_json_error(server):
-    host, port = server.url.removeprefix("http://").split(":")
     framings = [
         (b"POST /models/minilm/invoke HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400),
         (b"POST /models/minilm/invoke HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
@@ -228,11 +227,7 @@ def test_malformed_http_framing_gets_a_4xx_json_error(server):
         (b"BROKEN\r\n\r\n", 400),
     ]
     for raw, status in framings:
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(raw)
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
+        data = _raw(server, raw, read_timeout=10)
         head, _, body = data.partition(b"\r\n\r\n")
         assert head.split()[1] == str(status).encode(), head
         assert "error" in json.loads(body)
@@ -404,14 +399,11 @@ def small_server():
     api.stop()
 
 
-def _raw(api, data: bytes, *, read_timeout: float = 5.0, pause: float = 0.0) -> bytes:
+def _raw(api, data: bytes, *, read_timeout: float = 5.0) -> bytes:
+    """Everything the server sends back for `data` on a fresh connection, until it closes."""
     host, port = api.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=read_timeout) as sock:
         sock.sendall(data)
-        if pause:
-            import time
-
-            time.sleep(pause)
         received = b""
         while chunk := sock.recv(65536):
             received += chunk
@@ -509,13 +501,8 @@ def test_content_length_is_parsed_strictly(small_server, framing, status):
 
 @pytest.mark.parametrize("method", ["TRACE", "CONNECT", "OPTIONS", "HEAD", "PROPFIND", "get"])
 def test_every_undeclared_method_gets_the_functions_405_with_allow(server, method):
-    host, port = server.url.removeprefix("http://").split(":")
     raw = f"{method} /models/minilm/invoke HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(raw)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
+    data = _raw(server, raw, read_timeout=10)
     head, _, body = data.partition(b"\r\n\r\n")
     assert _status(data) == 405 and b"Allow: POST" in head
     if method != "HEAD":
