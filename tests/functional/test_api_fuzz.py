@@ -32,7 +32,8 @@ def run_schemathesis(url: str, report: Path, seed: int, headers: list[str]) -> t
     ]
     for header in headers:
         command += ["--header", header]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=str(HERE))
+    # Run from the report's folder: schemathesis keeps a cache of crashes beside where it runs.
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=str(report.parent))
     data = json.loads(report.read_text()) if report.is_file() else {}
     return done.returncode, data, done.stdout + done.stderr
 
