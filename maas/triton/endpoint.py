@@ -7,14 +7,13 @@ and printed by `maas serve`. The proxy function's boto3 client is pointed at `ur
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
-from maas.paths import materialize, tree_hash
+from maas.paths import materialize
 
 from .front import SageMakerFront
-from .repository import served_model, write_local_repository, write_proxy_artifact
+from .repository import content_key, served_model, write_local_repository, write_proxy_artifact
 from .server import LocalTriton, TritonUnavailable, unavailable_reason
 from .standin import KServeStandIn
 
@@ -30,7 +29,7 @@ class LocalEndpoint:
         root = Path(root)
         if use_triton is None:
             use_triton = os.environ.get(ENV_LOCAL_SERVER, "").strip().lower() != "stand-in"
-        self.fallback_reason = unavailable_reason(root) if use_triton else f"{ENV_LOCAL_SERVER}=stand-in"
+        self.fallback_reason = unavailable_reason(root) if use_triton else "the stand-in was asked for"
         self.server = None
         if self.fallback_reason is None:
             try:
@@ -62,12 +61,8 @@ class LocalEndpoint:
 
 def stage_local_model(root: Path, spec, folder: Path) -> tuple[Path, Path]:
     """(local model repository, proxy copy of the artifact) for a built heavy model, made once per
-    content (the artifact, the manifest's `sagemaker` table, this package's code) under .cache/triton."""
-    digest = hashlib.sha256()
-    digest.update(tree_hash(Path(folder)).encode())
-    digest.update(spec.sagemaker.model_dump_json().encode())
-    digest.update(tree_hash(Path(__file__).resolve().parent).encode())
-    dest = Path(root) / LOCAL_DIR / f"{spec.name}-{digest.hexdigest()[:20]}"
+    content under .cache/triton."""
+    dest = Path(root) / LOCAL_DIR / content_key(spec, folder)
 
     def fill(work: Path) -> None:
         model = served_model(Path(folder), spec.sagemaker)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import shutil
@@ -19,6 +20,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from maas.paths import tree_hash
 from maas_runtime import CARD_FILE, ModelCard, verify_artifact
 from maas_runtime.kserve import METADATA_FILE
 
@@ -29,6 +31,16 @@ PYTHON_BACKEND_MODEL = Path(__file__).resolve().parent / "python_backend" / "mod
 ARCHIVE_FILE = "model.tar.gz"
 GZIP_LEVEL = 1
 """A graph's float weights barely compress; a higher level only costs synth seconds."""
+
+
+def content_key(spec, artifact: Path) -> str:
+    """What everything made here depends on: the artifact, the manifest's `sagemaker` table and
+    this package's code. Staged folders are named by it, so they are made once per content."""
+    digest = hashlib.sha256()
+    digest.update(tree_hash(Path(artifact)).encode())
+    digest.update(spec.sagemaker.model_dump_json().encode())
+    digest.update(tree_hash(Path(__file__).resolve().parent).encode())
+    return f"{spec.name}-{digest.hexdigest()[:20]}"
 
 
 @dataclass(frozen=True)
