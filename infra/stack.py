@@ -47,8 +47,8 @@ from .staging import (
 
 MODEL_LAYERS = ("runtime", "api")
 """What a model function imports: onnxruntime/tokenizers/numpy/maas_runtime, Powertools/maas_api."""
-PROXY_LAYERS = MODEL_LAYERS
-"""The SageMaker proxy runs the model's task too (tokenization, pooling), around the remote graph."""
+PROXY_LAYERS = ("runtime", "api")
+"""The SageMaker proxy runs the model's task too (tokenization, pooling) around the remote graph, and answers through maas_api."""
 
 
 def logical_name(model: str) -> str:

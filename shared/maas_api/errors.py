@@ -25,44 +25,17 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-class BadRequest(ApiError):
-    status, code = HTTPStatus.BAD_REQUEST, "bad_request"
-
-
-class NotFound(ApiError):
-    status, code = HTTPStatus.NOT_FOUND, "not_found"
-
-
-class MethodNotAllowed(ApiError):
-    status, code = HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed"
-
-
-class PayloadTooLarge(ApiError):
-    status, code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large"
-
-
-class UnsupportedMediaType(ApiError):
-    status, code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"
-
-
-class Unprocessable(ApiError):
-    status, code = HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_input"
-
-
-class Throttled(ApiError):
-    status, code = HTTPStatus.TOO_MANY_REQUESTS, "throttled"
-
-
-class BadGateway(ApiError):
-    status, code = HTTPStatus.BAD_GATEWAY, "upstream_error"
-
-
-class Unavailable(ApiError):
-    status, code = HTTPStatus.SERVICE_UNAVAILABLE, "model_unavailable"
-
-
-class GatewayTimeout(ApiError):
-    status, code = HTTPStatus.GATEWAY_TIMEOUT, "upstream_timeout"
+# The kinds of failure a client can see: one line each, a table of status and stable code.
+class BadRequest(ApiError): status, code = HTTPStatus.BAD_REQUEST, "bad_request"
+class NotFound(ApiError): status, code = HTTPStatus.NOT_FOUND, "not_found"
+class MethodNotAllowed(ApiError): status, code = HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed"
+class PayloadTooLarge(ApiError): status, code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large"
+class UnsupportedMediaType(ApiError): status, code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"
+class Unprocessable(ApiError): status, code = HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_input"
+class Throttled(ApiError): status, code = HTTPStatus.TOO_MANY_REQUESTS, "throttled"
+class BadGateway(ApiError): status, code = HTTPStatus.BAD_GATEWAY, "upstream_error"
+class Unavailable(ApiError): status, code = HTTPStatus.SERVICE_UNAVAILABLE, "model_unavailable"
+class GatewayTimeout(ApiError): status, code = HTTPStatus.GATEWAY_TIMEOUT, "upstream_timeout"
 
 
 # maas_runtime error codes -> (status, code shown to clients). The runtime knows nothing of HTTP.

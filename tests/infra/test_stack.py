@@ -52,7 +52,7 @@ def test_one_function_per_light_model_and_a_proxy_per_heavy_model(synth, manifes
             # the proxy: the artifact without its graph (card, tokenizer, served metadata) packaged, the task run here
             assert env["MAAS_MODEL_DIR"] == "model" and "MAAS_MODEL_S3_URI" not in env
             assert set(env["MAAS_SAGEMAKER_ENDPOINT"]["Fn::GetAtt"][1:]) == {"EndpointName"}
-            assert len(props["Layers"]) == 2
+            assert len(props["Layers"]) == 2  # the task runs here (maas_runtime) and answers through maas_api
 
 
 def test_heavy_models_get_a_gpu_endpoint_with_autoscaling(synth, manifest):
