@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import jsii
 from aws_cdk import Annotations, Aws, CfnMapping, Duration, Fn, Stack, Token
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sagemaker as sagemaker
@@ -100,7 +100,7 @@ class HeavyModelEndpoint(Construct):
         self.role.add_to_policy(iam.PolicyStatement(
             actions=["cloudwatch:PutMetricData"],
             resources=["*"],
-            conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "AWS/SageMaker"]}},
+            conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
         ))
         self.role.add_to_policy(iam.PolicyStatement(
             actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
@@ -285,24 +285,11 @@ class HeavyModelEndpoint(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        self.wake_alarm.add_alarm_action(_StepScalingAlarmAction(self.wake))
+        self.wake_alarm.add_alarm_action(cloudwatch_actions.ApplicationScalingAction(self.wake))
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
         arns = [self.endpoint_arn] + ([self.component_arn] if self.component is not None else [])
         return iam.Grant.add_to_principal(grantee=grantee, actions=["sagemaker:InvokeEndpoint"], resource_arns=arns)
-
-
-@jsii.implements(cloudwatch.IAlarmAction)
-class _StepScalingAlarmAction:
-    """An alarm action that runs an Application Auto Scaling step policy (its ARN is the action).
-    aws_cloudwatch_actions.ApplicationScalingAction does the same; this keeps the construct to the
-    modules it already uses."""
-
-    def __init__(self, action: appscaling.StepScalingAction) -> None:
-        self.action = action
-
-    def bind(self, _scope, _alarm) -> cloudwatch.AlarmActionConfig:
-        return cloudwatch.AlarmActionConfig(alarm_action_arn=self.action.scaling_policy_arn)
 
 
 def _logs_finding(stack: Stack) -> str:

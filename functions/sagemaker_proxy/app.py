@@ -231,10 +231,8 @@ class RemoteModelBackend:
             "upstream_status": response.get("OriginalStatusCode"),
             "upstream_message": str(response.get("OriginalMessage") or (response.get("Error") or {}).get("Message") or exc)[:1000],
         }
-        if error is not None and error.status < 500 or (error is not None and error.code == "model_starting"):
-            self.logger.info(message, extra=detail)
-        else:
-            self.logger.warning(message, extra=detail)
+        expected = error is not None and (error.status < 500 or error.code == "model_starting")
+        (self.logger.info if expected else self.logger.warning)(message, extra=detail)
 
     def status(self) -> dict:
         model = self._model

@@ -170,7 +170,7 @@ class LocalTriton:
             try:
                 process.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)  # its own session: the server and its backend stubs
                 process.wait()
         self._tmp.cleanup()
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 import json
 import re
 import struct
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from .errors import LimitExceeded
+from .errors import ArtifactError, LimitExceeded
 
 # KServe v2 datatype -> little-endian numpy dtype. BYTES (length-prefixed strings) is separate.
 DATATYPES = {
@@ -293,10 +294,6 @@ class Transport(Protocol):
 
 
 def read_metadata(folder) -> dict:
-    from pathlib import Path
-
-    from .errors import ArtifactError
-
     path = Path(folder) / METADATA_FILE
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -318,13 +315,14 @@ class RemoteEngine:
             self.output_names = [str(o["name"]) for o in outputs]
             self.output_specs = {str(o["name"]): (str(o["datatype"]), list(o["shape"])) for o in outputs}
         except (KeyError, TypeError) as exc:
-            from .errors import ArtifactError
-
             raise ArtifactError(f"{METADATA_FILE} is not KServe v2 model metadata: {exc}") from None
         self.transport = transport
         self.binary = binary
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        missing = [name for name in self.input_names if name not in feeds]
+        if missing:
+            raise ArtifactError(f"the served graph takes {', '.join(missing)}, which this model's task does not produce")
         inputs = {name: feeds[name] for name in self.input_names}
         limit = self.transport.max_payload_bytes
         batch = len(next(iter(inputs.values())))
