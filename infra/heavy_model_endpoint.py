@@ -173,21 +173,25 @@ class HeavyModelEndpoint(Construct):
             ],
         )
         self._endpoint()
-        self.scaling = appscaling.ScalableTarget(
-            self,
-            "Scaling",
-            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
-            resource_id=f"endpoint/{self.endpoint_name}/variant/{VARIANT}",
-            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
-            min_capacity=settings.min_instances,
-            max_capacity=settings.max_instances,
-        )
-        self.scaling.node.add_dependency(self.endpoint)
+        self._scaling(f"endpoint/{self.endpoint_name}/variant/{VARIANT}", "variant:DesiredInstanceCount",
+                      settings.min_instances, settings.max_instances, self.endpoint)
         self.scaling.scale_to_track_metric(
             "InvocationsPerInstance",
             target_value=settings.target_invocations_per_instance,
             predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
         )
+
+    def _scaling(self, resource_id: str, dimension: str, low: int, high: int, scaled) -> None:
+        self.scaling = appscaling.ScalableTarget(
+            self,
+            "Scaling",
+            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
+            resource_id=resource_id,
+            scalable_dimension=f"sagemaker:{dimension}",
+            min_capacity=low,
+            max_capacity=high,
+        )
+        self.scaling.node.add_dependency(scaled)
 
     def _endpoint(self) -> None:
         self.endpoint = sagemaker.CfnEndpoint(self, "Endpoint", endpoint_config_name=self.endpoint_config.attr_endpoint_config_name)
@@ -246,16 +250,8 @@ class HeavyModelEndpoint(Construct):
         # No name attribute: the ARN is arn:...:inference-component/<name>.
         self.component_name = Fn.select(1, Fn.split("/", self.component_arn))
 
-        self.scaling = appscaling.ScalableTarget(
-            self,
-            "Scaling",
-            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
-            resource_id=f"inference-component/{self.component_name}",
-            scalable_dimension="sagemaker:inference-component:DesiredCopyCount",
-            min_capacity=0,
-            max_capacity=settings.max_instances,
-        )
-        self.scaling.node.add_dependency(component)
+        self._scaling(f"inference-component/{self.component_name}", "inference-component:DesiredCopyCount",
+                      0, settings.max_instances, component)
         # 1..max copies (and down to 0 when idle); target tracking cannot leave 0: no copy, no per-copy metric.
         self.scaling.scale_to_track_metric(
             "InvocationsPerCopy",

@@ -22,12 +22,12 @@ from __future__ import annotations
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from maas_api.constants import INVOKE_ENDPOINT_MAX_BYTES
 from maas_runtime.kserve import JSON_CONTENT_TYPE, ProtocolError, header_length_of, sagemaker_content_type
 
 from .client import post_infer
+from .httpd import Handler, LocalServer
 
 NO_CAPACITY_MESSAGE = (
     "Inference Component has no capacity to process this request. ApplicationAutoScaling may be in-progress "
@@ -38,32 +38,19 @@ INFERENCE_COMPONENT_HEADER = "X-Amzn-SageMaker-Inference-Component"
 _RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations/?$")
 
 
-class SageMakerFront:
+class SageMakerFront(LocalServer):
     def __init__(self, kserve_url: str, model: str, endpoint_name: str, inference_component: str | None = None):
         self.kserve_url, self.model = kserve_url.rstrip("/"), model
         self.endpoint_name, self.inference_component = endpoint_name, inference_component
         self.cold = False
         """Answer every invocation as an inference component scaled to zero would."""
         self.invocations = 0
-        self.url: str | None = None
-        self._httpd: ThreadingHTTPServer | None = None
         self._count = threading.Lock()
+        super().__init__()
 
     def start(self) -> "SageMakerFront":
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self._httpd.request_queue_size = 128
-        threading.Thread(target=self._httpd.serve_forever, name=f"sagemaker-{self.model}", daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self.serve(_handler(self), f"sagemaker-{self.model}")
         return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    close = stop
 
     def invoke(self, body: bytes, content_type: str | None) -> tuple[int, bytes, str]:
         """The container's /invocations: (status, body, Content-Type) from Triton, translated."""
@@ -80,24 +67,10 @@ class SageMakerFront:
 
 
 def _handler(front: SageMakerFront):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-
-        def log_message(self, *args):
-            pass
-
-        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class FrontHandler(Handler):
         def _aws_error(self, status: int, code: str, message: str, **fields) -> None:
             body = json.dumps({"message": message, **fields}).encode()
-            self._send(status, body, {"Content-Type": JSON_CONTENT_TYPE, "x-amzn-ErrorType": code})
+            self.send(status, body, {"Content-Type": JSON_CONTENT_TYPE, "x-amzn-ErrorType": code})
 
         def _body(self) -> bytes | None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -108,7 +81,7 @@ def _handler(front: SageMakerFront):
 
         def do_GET(self):
             if self.path.split("?")[0].rstrip("/") != "/ping":
-                return self._send(404, b"", {})
+                return self.send(404, b"", {})
             try:
                 import urllib.request
 
@@ -116,7 +89,7 @@ def _handler(front: SageMakerFront):
                     ready = answer.status == 200
             except OSError:
                 ready = False
-            self._send(200 if ready else 503, b"", {"Content-Type": "text/plain"})
+            self.send(200 if ready else 503, b"", {"Content-Type": "text/plain"})
 
         def do_POST(self):
             path = self.path.split("?")[0]
@@ -124,9 +97,9 @@ def _handler(front: SageMakerFront):
             if path.rstrip("/") == "/invocations":  # the container's contract: Triton's own answers
                 body = self._body()
                 if body is None:
-                    return self._send(413, b'{"error":"request too large"}', {"Content-Type": JSON_CONTENT_TYPE})
+                    return self.send(413, b'{"error":"request too large"}', {"Content-Type": JSON_CONTENT_TYPE})
                 status, answer, content_type = front.invoke(body, self.headers.get("Content-Type"))
-                return self._send(status, answer, {"Content-Type": content_type})
+                return self.send(status, answer, {"Content-Type": content_type})
             if runtime is None:
                 return self._aws_error(404, "UnknownOperationException", f"no operation at {path[:100]}")
             body = self._body()
@@ -151,6 +124,6 @@ def _handler(front: SageMakerFront):
             if len(answer) > INVOKE_ENDPOINT_MAX_BYTES:
                 return self._aws_error(424, "ModelError", f"The model's answer is larger than {INVOKE_ENDPOINT_MAX_BYTES} bytes",
                                        OriginalStatusCode=200, OriginalMessage="")
-            self._send(200, answer, {"Content-Type": content_type, "x-Amzn-Invoked-Production-Variant": "AllTraffic"})
+            self.send(200, answer, {"Content-Type": content_type, "x-Amzn-Invoked-Production-Variant": "AllTraffic"})
 
-    return Handler
+    return FrontHandler

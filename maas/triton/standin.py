@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,7 @@ from maas_runtime.kserve import (
 )
 
 from . import config as triton_config
+from .httpd import Handler, LocalServer
 
 _MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer|/config)?/?$")
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
@@ -42,7 +41,7 @@ class InferError(Exception):
     """Triton's 400: the request does not fit the model."""
 
 
-class KServeStandIn:
+class KServeStandIn(LocalServer):
     kind = "stand-in"
 
     def __init__(self, repository: Path, model: str):
@@ -67,10 +66,7 @@ class KServeStandIn:
             "name": model, "versions": [triton_config.VERSION], "platform": self.config.backend or self.config.platform,
             "inputs": tensors(self.config.input), "outputs": tensors(self.config.output),
         }
-        self.url: str | None = None
-        self._httpd: ThreadingHTTPServer | None = None
-
-    # --- the model ------------------------------------------------------------------------------
+        super().__init__()
 
     def infer(self, body: bytes, header_length: int | None) -> tuple[bytes, int | None]:
         try:
@@ -109,52 +105,25 @@ class KServeStandIn:
         return encode_response(self.model, {n: np.asarray(r) for n, r in zip(binary, results)}, binary,
                                request_id=header.get("id"))
 
-    # --- HTTP -----------------------------------------------------------------------------------
-
     def start(self) -> "KServeStandIn":
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, name=f"kserve-{self.model}", daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self.serve(_handler(self), f"kserve-{self.model}")
         return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    close = stop
 
 
 def _handler(server: KServeStandIn):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-
-        def log_message(self, *args):
-            pass
-
-        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class StandInHandler(Handler):
         def _json(self, status: int, payload: dict) -> None:
-            self._send(status, json.dumps(payload).encode(), {"Content-Type": JSON_CONTENT_TYPE})
+            self.send(status, json.dumps(payload).encode(), {"Content-Type": JSON_CONTENT_TYPE})
 
         def do_GET(self):
             path = self.path.split("?")[0]
             if path.rstrip("/") in ("/v2/health/live", "/v2/health/ready"):
-                return self._send(200, b"", {})
+                return self.send(200, b"", {})
             match = _MODEL_PATH.match(path)
             if not match or match.group(1) != server.model or match.group(2) not in (None, triton_config.VERSION):
                 return self._json(404, {"error": f"Request for unknown model: '{path}' is not found"})
             if match.group(3) == "/ready":
-                return self._send(200, b"", {})
+                return self.send(200, b"", {})
             if match.group(3) == "/config":
                 from google.protobuf import json_format
 
@@ -184,7 +153,7 @@ def _handler(server: KServeStandIn):
             except Exception as exc:  # noqa: BLE001 - what Triton answers when a backend fails
                 return self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
             if header_length is None:
-                return self._send(200, answer, {"Content-Type": JSON_CONTENT_TYPE})
-            self._send(200, answer, {"Content-Type": BINARY_CONTENT_TYPE, HEADER_LENGTH_HEADER: str(header_length)})
+                return self.send(200, answer, {"Content-Type": JSON_CONTENT_TYPE})
+            self.send(200, answer, {"Content-Type": BINARY_CONTENT_TYPE, HEADER_LENGTH_HEADER: str(header_length)})
 
-    return Handler
+    return StandInHandler
