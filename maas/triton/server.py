@@ -90,6 +90,15 @@ def unavailable_reason(root: Path) -> str | None:
     return None
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies (Linux's
+    PR_SET_PDEATHSIG), so a `maas serve` killed without Ctrl-C leaves no tritonserver behind.
+    The signal follows the starting thread: start servers from a thread that outlives them."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -139,7 +148,8 @@ class LocalTriton:
                 "--log-verbose=0",
             ]
             with open(self.log, "ab") as log:
-                self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True, preexec_fn=_die_with_parent)
             self.url = f"http://127.0.0.1:{port}"
             if self._wait_ready():
                 return self
