@@ -10,8 +10,9 @@ GPU path answer alike for the same graph.
 Failures become the API's statuses: throttled -> 429, a scale-to-zero model with no copy running ->
 503 with Retry-After (the call itself is what wakes it: AWS's alarm counts such refusals), the
 endpoint missing or not ready -> 503, a timeout -> 504, Triton refusing our tensors or failing ->
-502 (the request was valid: a refusal is this kit's bug, logged with Triton's message). The
-client's timeouts and retries are in maas_api.constants (SAGEMAKER_WORST_CASE_S).
+502 (the request was valid: a refusal is this kit's bug; Triton's message goes to the log with
+the endpoint's name). The client's timeouts and retries are in maas_api.constants
+(SAGEMAKER_WORST_CASE_S).
 
 Handler: ``app.lambda_handler``.
 """
@@ -169,8 +170,6 @@ class RemoteModelBackend:
         self._model: Model | None = None
         self._error: str | None = None
         self._lock = threading.Lock()
-        self.logger = None
-        """Set by create_function: the function's Powertools logger."""
 
     @property
     def client(self):
@@ -207,32 +206,27 @@ class RemoteModelBackend:
 
     def predict(self, inputs: list, parameters: dict) -> dict:
         model = self.model()
+        where = {"endpoint": self.config.endpoint_name, "inference_component": self.config.inference_component}
         try:
             prediction = model.predict(inputs, parameters)
         except RuntimeLibraryError as exc:
             raise from_runtime(exc) from exc
         except ProtocolError as exc:
-            self._log("the model server's answer is not KServe v2", exc)
-            raise BadGateway("the model server's answer could not be read", code="upstream_error") from exc
+            raise BadGateway("the model server's answer could not be read", code="upstream_error", log=where) from exc
         except Exception as exc:  # botocore's: every one is mapped to a status, none escapes as a 500
             error = sagemaker_error(exc, self.name)
-            self._log("InvokeEndpoint failed", exc, error)
+            # Triton's own words ({"error": ...} inside a ModelError) go to the log, never to the client.
+            response = getattr(exc, "response", None) or {}
+            error.log.update(where, upstream_status=response.get("OriginalStatusCode"),
+                             upstream_message=str(response.get("OriginalMessage") or "")[:1000] or None)
             raise error from exc
         return {"model": model.name, "version": model.version, "outputs": prediction.outputs, "usage": prediction.usage}
 
-    def _log(self, message: str, exc: Exception, error: ApiError | None = None) -> None:
-        """The upstream's own words (Triton's {"error": ...} inside a ModelError, say) go to the log only."""
-        if self.logger is None:
-            return
-        response = getattr(exc, "response", None) or {}
-        detail = {
-            "exception": type(exc).__name__,
-            "code": (response.get("Error") or {}).get("Code"),
-            "upstream_status": response.get("OriginalStatusCode"),
-            "upstream_message": str(response.get("OriginalMessage") or (response.get("Error") or {}).get("Message") or exc)[:1000],
-        }
-        expected = error is not None and (error.status < 500 or error.code == "model_starting")
-        (self.logger.info if expected else self.logger.warning)(message, extra=detail)
+    def check(self) -> dict:
+        """The card and tokenizer load, and an endpoint is configured. The endpoint is not called:
+        each call is billed, a probe would keep a scale-to-zero model awake, and SageMaker watches
+        the container's /ping itself."""
+        return {"version": self.model().version}
 
     def status(self) -> dict:
         model = self._model
@@ -240,10 +234,7 @@ class RemoteModelBackend:
 
 
 def create_function(config: Config, client=None) -> ApiFunction:
-    backend = RemoteModelBackend(config, client=client)
-    function = ApiFunction(backend, config.catalog_path)
-    backend.logger = function.logger
-    return function
+    return ApiFunction(RemoteModelBackend(config, client=client), config.catalog_path)
 
 
 _function: ApiFunction | None = None

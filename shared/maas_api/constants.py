@@ -34,6 +34,8 @@ MAX_BODY_BYTES = 6 * 1024 * 1024
 """Lambda's synchronous payload limit: a larger body never reaches a function in AWS."""
 MAX_JSON_DEPTH = 32
 """The deepest request we accept: an 8x8 image batch is 3 levels; thousands are an attack."""
+HEALTH_CACHE_S = 5.0
+"""How long GET /health reuses its last smoke inference (and a failure): probes cost no model time."""
 
 INVOKE_ENDPOINT_MAX_BYTES = 6 * 1024 * 1024
 """SageMaker InvokeEndpoint's limit on a request body and on an answer body alike."""
@@ -61,6 +63,13 @@ tokenize and answer); `maas_api.constants` is where infra reads it."""
 SCALED_TO_ZERO_RETRY_AFTER_S = 60
 """Retry-After on the 503 answered while a scale-to-zero model has no copy running: starting one
 takes minutes, and every refused call counts towards the alarm that starts it."""
+
+# --- S3 client for artifacts: a cold start's download fails within Lambda's 10 s init, not hangs.
+S3_CONNECT_TIMEOUT_S = 2
+S3_READ_TIMEOUT_S = 5
+"""Per read: a large object streams in many reads, each within this."""
+S3_MAX_ATTEMPTS = 2
+"""Attempts in all per object (botocore's total_max_attempts), the first included."""
 
 API_KEY_HEADER = "x-api-key"
 REQUEST_ID_HEADER = "x-request-id"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -72,6 +73,14 @@ def load_model(folder: str | os.PathLike) -> Model:
         return model
 
 
-def forget_models() -> None:
+def forget_models(folder: str | os.PathLike | None = None) -> None:
+    """Forget loaded models (all, or the one in `folder`) and their sessions: a folder that failed
+    to load or was deleted must not keep its memory, nor answer for a later download."""
     with _lock:
-        _models.clear()
+        if folder is None:
+            _models.clear()
+        else:
+            _models.pop(os.path.realpath(folder), None)
+    session = sys.modules.get(f"{__package__}.session")  # never imported: no session to drop
+    if session is not None:
+        session.drop_sessions(folder)

@@ -18,6 +18,12 @@ class EmbeddingTask(TextTask):
         prepared.options["normalize"] = normalize
         return prepared
 
+    @classmethod
+    def output_schema(cls, card) -> dict:
+        dimensions = card.outputs.dimensions
+        return {"type": "array", "items": {"type": "number"}, "minItems": dimensions, "maxItems": dimensions,
+                "description": f"The embedding: {dimensions} floats"}
+
     def finish(self, prepared, outputs) -> Prediction:
         """Token vectors (batch, tokens, hidden) are mean-pooled here; a graph that pools itself
         (the GPU server's copy, whose answer must fit SageMaker's 6 MB) gives (batch, hidden).
