@@ -714,9 +714,6 @@ def serve(manifest, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key:
         stack.close()
         return 1
     warm_up(stack)
-    for name, endpoint in stack.endpoints.items():
-        why = f": {endpoint.fallback_reason}" if endpoint.fallback_reason else ""
-        print(f"{name}: SageMaker endpoint on {endpoint.url}, served by the local {endpoint.kind}{why}", file=out)
     api = LocalApi(stack.routes, api_key=api_key or os.environ.get(ENV_API_KEY))
     url = api.start(host, port)
     print(f"maas local API on {url} (stage {STAGE}{', API key required' if api.api_key else ''})", file=out)
@@ -724,6 +721,9 @@ def serve(manifest, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key:
     for name in stack.instances:
         target = manifest.get(name).target
         print(f"  {invoke_route.method} {url}{invoke_route.render(name=name)}   [{target}]", file=out)
+    for name, endpoint in stack.endpoints.items():
+        why = f" ({endpoint.fallback_reason})" if endpoint.fallback_reason else ""
+        print(f"  {name}'s SageMaker endpoint: the local {endpoint.kind}{why}, InvokeEndpoint at {endpoint.url}", file=out)
     shared = "   ".join(f"{spec.method} {url}{spec.path}" for spec in shared_routes())
     print(f"  {shared}   (Ctrl-C stops)", file=out, flush=True)
     return serve_until_interrupted(api, stack)
