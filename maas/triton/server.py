@@ -90,13 +90,16 @@ def unavailable_reason(root: Path) -> str | None:
     return None
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the process that started it dies (Linux's
+def _die_with_parent():
+    """A preexec_fn: in the child, SIGTERM when the process that started it dies (Linux's
     PR_SET_PDEATHSIG), so a `maas serve` killed without Ctrl-C leaves no tritonserver behind.
+    libc is looked up here, in the parent: between fork and exec the child only makes the call.
     The signal follows the starting thread: start servers from a thread that outlives them."""
     import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig, sigterm = ctypes.c_int(1), ctypes.c_ulong(signal.SIGTERM)
+    return lambda: prctl(pr_set_pdeathsig, sigterm)
 
 
 def free_port() -> int:
@@ -149,7 +152,7 @@ class LocalTriton:
             ]
             with open(self.log, "ab") as log:
                 self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True, preexec_fn=_die_with_parent)
+                                                start_new_session=True, preexec_fn=_die_with_parent())
             self.url = f"http://127.0.0.1:{port}"
             if self._wait_ready():
                 return self
