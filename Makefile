@@ -10,12 +10,13 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export NODE_NO_WARNINGS := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup build serve test bench synth clean
+.PHONY: setup build serve test bench synth clean triton
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[build,infra,dev]'
+	$(BIN)/pip install --quiet --no-deps $$($(BIN)/python -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["maas"]["no-deps"]))')
 	touch $@
 
 node_modules/.installed: $(wildcard package.json package-lock.json)
@@ -24,13 +25,31 @@ node_modules/.installed: $(wildcard package.json package-lock.json)
 
 setup: $(VENV)/.installed node_modules/.installed
 
+# The local Triton for heavy models (`maas serve`, the tests): the tritonserver binary that NVIDIA
+# ships in the nvidia-pytriton wheel (Python backend only; the wheel's own Python API is not used),
+# and what its Python-backend stub imports, in a venv of their own: the 24.10 stub needs numpy<2,
+# the project pins numpy 2. The wheel exists for Linux x86_64 only; elsewhere nothing is installed
+# and `maas serve` runs its Python stand-in (maas/triton/standin.py).
+TRITON_TOOL := .cache/tools/triton
+$(TRITON_TOOL)/.installed:
+	@if [ "$$(uname -s)/$$(uname -m)" = "Linux/x86_64" ]; then \
+		$(PYTHON) -m venv $(TRITON_TOOL) && \
+		$(TRITON_TOOL)/bin/pip install --quiet numpy==1.26.4 onnxruntime==1.32.0 && \
+		$(TRITON_TOOL)/bin/pip install --quiet --no-deps nvidia-pytriton==0.7.0; \
+	else \
+		echo "no tritonserver wheel for $$(uname -s)/$$(uname -m): maas serve uses its stand-in"; mkdir -p $(TRITON_TOOL); \
+	fi
+	touch $@
+
+triton: $(TRITON_TOOL)/.installed
+
 build: setup
 	$(BIN)/maas build
 
-serve: build
+serve: build triton
 	$(BIN)/maas serve --port $(PORT)
 
-test: build
+test: build triton
 	$(BIN)/python -m pytest -q
 
 bench: build

@@ -24,6 +24,7 @@ from maas_api.constants import (
     ENV_MODEL_NAME,
     ENV_MODEL_S3_URI,
     ENV_SAGEMAKER_ENDPOINT,
+    ENV_SAGEMAKER_INFERENCE_COMPONENT,
 )
 from maas_api.routes import EMBEDDING_TASK, INVOKE, route, shared_routes
 
@@ -41,13 +42,13 @@ from .staging import (
     PROXY_HANDLER,
     StagedAsset,
     stage_function,
-    stage_model_archive,
+    stage_served_model,
 )
 
 MODEL_LAYERS = ("runtime", "api")
 """What a model function imports: onnxruntime/tokenizers/numpy/maas_runtime, Powertools/maas_api."""
 PROXY_LAYERS = ("runtime", "api")
-"""The SageMaker proxy reads model cards (maas_runtime.card, through the catalog) and answers through maas_api."""
+"""The SageMaker proxy runs the model's task too (tokenization, pooling) around the remote graph, and answers through maas_api."""
 
 
 def logical_name(model: str) -> str:
@@ -101,12 +102,15 @@ class MaasStack(Stack):
             env = {ENV_MODEL_NAME: spec.name, ENV_CATALOG_PATH: CATALOG_FILE}
             endpoint = None
             if spec.target == "sagemaker":
+                served = stage_served_model(spec, folder, inputs.staging_dir)
                 endpoint = HeavyModelEndpoint(self, f"{cid}Endpoint", HeavyModelEndpointProps(
-                    model_name=spec.name, version=spec.version, settings=spec.sagemaker,
-                    archive=stage_model_archive(root, spec.name, folder, inputs.staging_dir),
+                    model_name=spec.name, version=spec.version, settings=spec.sagemaker, archive=served.archive,
                 ))
-                asset = stage_function(root, PROXY_HANDLER, spec.name, None, inputs.staging_dir)
+                asset = stage_function(root, PROXY_HANDLER, spec.name, served.proxy_artifact, inputs.staging_dir)
                 env[ENV_SAGEMAKER_ENDPOINT] = endpoint.endpoint_name
+                env[ENV_MODEL_DIR] = PACKAGED_MODEL_DIR
+                if endpoint.component is not None:
+                    env[ENV_SAGEMAKER_INFERENCE_COMPONENT] = endpoint.component_name
                 layer_names = PROXY_LAYERS
             elif lam.artifact == "s3":
                 asset = stage_function(root, MODEL_HANDLER, spec.name, None, inputs.staging_dir)

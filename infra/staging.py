@@ -4,8 +4,9 @@
   with one message listing what to build.
 - `stage_function`: a function's asset folder = its handler folder (functions/model or
   functions/sagemaker_proxy) + the model artifact in model/ (when packaged) + catalog.json.
-- `stage_model_archive`: model.tar.gz for a SageMaker model, made by the serving program's own
-  `package_model`.
+- `stage_served_model`: what a heavy model's GPU endpoint and proxy are given (maas.triton): the
+  model.tar.gz holding its Triton model repository, and the proxy's copy of the artifact without
+  the graph (card, tokenizer, the served graph's KServe v2 metadata).
 
 Staged folders live under .cache/infra/, named by a content hash that is also the CDK asset hash,
 so an unchanged asset is neither copied nor re-hashed on the next synth.
@@ -14,19 +15,18 @@ so an unchanged asset is neither copied nor re-hashed on the next synth.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from maas.paths import BUILD_DIR, CATALOG_FILE, artifact_dir, materialize, tree_hash
+from maas.triton.repository import ARCHIVE_FILE, content_key, served_model, write_archive, write_proxy_artifact
 from maas_runtime import CARD_FILE, ArtifactError, ModelCard, sha256_of
 
 STAGING_DIR = Path(".cache") / "infra"
 FUNCTIONS_DIR = "functions"
 MODEL_HANDLER = "model"
 PROXY_HANDLER = "sagemaker_proxy"
-SERVING_PROGRAM = Path("sagemaker_serving") / "serve.py"
 PACKAGED_MODEL_DIR = "model"
 """Where a packaged artifact sits inside a function asset (MAAS_MODEL_DIR is relative to the handler)."""
 
@@ -91,23 +91,25 @@ def stage_function(root: Path, handler: str, name: str, artifact: Path | None, s
     return StagedAsset(path.resolve(), key)
 
 
-def stage_model_archive(root: Path, name: str, artifact: Path, staging_dir: Path) -> StagedAsset:
-    """model.tar.gz for SageMaker, reproducible byte for byte (the serving program packages it)."""
-    key = tree_hash(artifact)[:20]
-    folder = Path(staging_dir) / "sagemaker" / f"{name}-{key}"
+@dataclass(frozen=True)
+class ServedAssets:
+    archive: StagedAsset
+    """model.tar.gz: <model>/config.pbtxt + <model>/1/model.onnx, for SageMaker's Triton."""
+    proxy_artifact: Path
+    """card.json, tokenizer.json, kserve-model.json: packaged with the proxy function."""
+
+
+def stage_served_model(spec, artifact: Path, staging_dir: Path) -> ServedAssets:
+    """The archive and the proxy's artifact copy, made once per content: the artifact, the
+    manifest's `sagemaker` table and the code that makes them (maas.triton). The archive is
+    reproducible byte for byte, so an unchanged model keeps its S3 object and asset hash."""
+    folder = Path(staging_dir) / "sagemaker" / content_key(spec, artifact)
 
     def fill(work: Path) -> None:
-        serving = _serving_module(root)
-        serving.package_model(artifact, work / "model.tar.gz")
+        model = served_model(artifact, spec.sagemaker)
+        write_archive(model, work / ARCHIVE_FILE)
+        write_proxy_artifact(model, artifact, work / "proxy")
 
     materialize(folder, fill)
-    archive = (folder / "model.tar.gz").resolve()
-    return StagedAsset(archive, sha256_of(archive)[:20])
-
-
-def _serving_module(root: Path):
-    path = root / FUNCTIONS_DIR / SERVING_PROGRAM
-    spec = importlib.util.spec_from_file_location("maas_sagemaker_serving_packager", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    archive = (folder / ARCHIVE_FILE).resolve()
+    return ServedAssets(StagedAsset(archive, sha256_of(archive)[:20]), (folder / "proxy").resolve())

@@ -3,7 +3,8 @@
 Each HTTP request becomes the API Gateway REST proxy event (payload format 1.0) and is passed
 in-process to the model's handler, one warm instance per model as Lambda keeps it: an instance
 answers one request at a time, different models answer in parallel. Heavy (SageMaker) models go
-through the proxy handler to the SageMaker serving program, started on a free local port.
+through the proxy handler to a local Triton (or its stand-in) behind SageMaker's contract
+(maas.triton.endpoint), started on free local ports.
 
 The server knows nothing of models: it takes `Route(method, resource, target)`s, where a target
 is anything with ``invoke(event, context) -> dict``. `manifest_stack` builds those routes from
@@ -585,11 +586,6 @@ def load_function_module(folder: Path):
     return _load_module(folder / "app.py", f"maas_function_{folder.name}")
 
 
-def load_serving_module(root: Path):
-    """The SageMaker serving program."""
-    return _load_module(root / FUNCTIONS_DIR / "sagemaker_serving" / "serve.py", "maas_sagemaker_serving")
-
-
 # Off Lambda there is no X-Ray daemon to take traces and no CloudWatch to read metric logs.
 POWERTOOLS_OFF_LAMBDA = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
 
@@ -608,22 +604,23 @@ class LocalStack:
 
     routes: list[Route]
     instances: dict[str, FunctionInstance]
-    servers: list = field(default_factory=list)
+    endpoints: dict = field(default_factory=dict)
+    """model name -> its local SageMaker endpoint (maas.triton.endpoint.LocalEndpoint)."""
     skipped: dict[str, str] = field(default_factory=dict)
 
-    def start_endpoint(self, root: Path, model_dir: str | os.PathLike, name: str) -> str:
-        """The SageMaker serving program for one model on a free local port; its URL."""
-        serving = load_serving_module(root)
-        httpd = serving.make_server(model_dir, host=DEFAULT_HOST, port=0, runtime_api=True)
-        threading.Thread(target=httpd.serve_forever, name=f"sagemaker-{name}", daemon=True).start()
-        self.servers.append(httpd)
-        return f"http://{DEFAULT_HOST}:{httpd.server_address[1]}"
+    def start_endpoint(self, root: Path, repository: Path, model: str, endpoint_name: str,
+                       inference_component: str | None = None) -> str:
+        """A heavy model's endpoint on 127.0.0.1 (Triton, or its stand-in): the URL for sagemaker-runtime."""
+        from .triton.endpoint import LocalEndpoint
+
+        endpoint = LocalEndpoint(root, repository, model, endpoint_name, inference_component)
+        self.endpoints[model] = endpoint
+        return endpoint.url
 
     def close(self) -> None:
-        for httpd in self.servers:
-            httpd.shutdown()
-            httpd.server_close()
-        self.servers.clear()
+        for endpoint in self.endpoints.values():
+            endpoint.close()
+        self.endpoints.clear()
 
 
 def manifest_stack(manifest, build_root: Path | None = None, models: list[str] | None = None) -> LocalStack:
@@ -640,13 +637,19 @@ def manifest_stack(manifest, build_root: Path | None = None, models: list[str] |
             stack.skipped[spec.name] = f"not built (run `maas build {spec.name}`)"
             continue
         if spec.target == "sagemaker":
+            from .triton.endpoint import stage_local_model
+
+            repository, proxy_artifact = stage_local_model(root, spec, folder)
+            endpoint, component = f"maas-{spec.name}", (f"{spec.name}-copy" if spec.sagemaker.min_instances == 0 else None)
             proxy = load_function_module(functions / "sagemaker_proxy")
             function = proxy.create_function(
                 proxy.Config(
                     model_name=spec.name,
-                    endpoint_name=f"maas-{spec.name}",
+                    endpoint_name=endpoint,
+                    model_dir=str(proxy_artifact),
+                    inference_component=component,
                     catalog_path=str(catalog),
-                    runtime_url=stack.start_endpoint(root, folder, spec.name),
+                    runtime_url=stack.start_endpoint(root, repository, spec.name, endpoint, component),
                 )
             )
         else:
@@ -718,6 +721,9 @@ def serve(manifest, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key:
     for name in stack.instances:
         target = manifest.get(name).target
         print(f"  {invoke_route.method} {url}{invoke_route.render(name=name)}   [{target}]", file=out)
+    for name, endpoint in stack.endpoints.items():
+        why = f" ({endpoint.fallback_reason})" if endpoint.fallback_reason else ""
+        print(f"  {name}'s SageMaker endpoint: the local {endpoint.kind}{why}, InvokeEndpoint at {endpoint.url}", file=out)
     shared = "   ".join(f"{spec.method} {url}{spec.path}" for spec in shared_routes())
     print(f"  {shared}   (Ctrl-C stops)", file=out, flush=True)
     return serve_until_interrupted(api, stack)

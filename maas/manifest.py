@@ -24,6 +24,7 @@ SOURCE_TYPES = ("huggingface", "recipe", "onnx")
 QUANTIZATION_MODES = ("auto", "dynamic-int8", "weight-only-int8", "none")
 ARCHITECTURES = ("arm64", "x86_64")
 ARTIFACT_LOCATIONS = ("package", "s3")
+ACCELERATORS = ("none", "tensorrt-fp16")
 
 # Names become URL path segments, Lambda function names and CloudFormation logical ids.
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
@@ -164,12 +165,33 @@ class LambdaSettings(Table):
     artifact: OneOf(*ARTIFACT_LOCATIONS) = "package"
 
 
+def BatchSizes():
+    def check(value):
+        if (not isinstance(value, list) or not value
+                or not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 1024 for x in value)):
+            _fail("must be a non-empty list of integers in [1, 1024]", value)
+        return tuple(value)
+
+    return Annotated[tuple[int, ...], BeforeValidator(check)]
+
+
 class SageMakerSettings(Table):
+    """A heavy model's GPU endpoint (NVIDIA Triton on SageMaker); never part of the artifact."""
+
     instance_type: Text(_INSTANCE_TYPE) = "ml.g5.xlarge"
-    min_instances: Integer(1, 100) = 1
+    min_instances: Integer(0, 100) = 1
+    """0: scale to zero (an inference component on an endpoint that may have no instance)."""
     max_instances: Integer(1, 100) = 2
     target_invocations_per_instance: Integer(1, 100000) = 200
+    """Auto scaling's target, invocations per minute per instance (per model copy with scale to zero)."""
     image_uri: Text() | None = None
+    """Another serving image than AWS's Triton (it must then read what Triton reads)."""
+    accelerator: OneOf(*ACCELERATORS) = "none"
+    """tensorrt-fp16: Triton runs the graph through TensorRT in FP16 (faster; not the parity the build measured)."""
+    max_queue_delay_us: Integer(0, 1_000_000) = 2000
+    """How long Triton's dynamic batcher may hold a request to batch it with others."""
+    preferred_batch_sizes: BatchSizes() | None = None
+    """Batch sizes the batcher sends at once (default: powers of two from 8 below serving.max_batch, at most 3)."""
 
 
 class ModelSpec(Table):
@@ -287,6 +309,11 @@ def _model(name: str, data: Any) -> ModelSpec:
         )
     if spec.sagemaker is not None and spec.sagemaker.max_instances < spec.sagemaker.min_instances:
         raise ManifestError(f"{where}.sagemaker.max_instances: must be >= min_instances")
+    too_large = [n for n in (spec.sagemaker.preferred_batch_sizes or ()) if n > spec.serving.max_batch] if spec.sagemaker else []
+    if too_large:
+        raise ManifestError(
+            f"{where}.sagemaker.preferred_batch_sizes: {too_large[0]} is larger than serving.max_batch ({spec.serving.max_batch})"
+        )
     if spec.target == "sagemaker" and spec.sagemaker is None:
         spec = spec.model_copy(update={"sagemaker": SageMakerSettings()})
     return spec

@@ -10,8 +10,8 @@ Native packages in a layer are built for Lambda (aarch64 or x86_64, cp312); they
 this machine's build of the same versions (maas.layers, same spec, cached), while the layer's pure
 Python code (maas_runtime, maas_api, Powertools) is the asset's own. What the Lambda runtime
 provides (boto3 and its dependencies) comes from this environment. A SageMaker endpoint is run
-locally by the serving program on its model data asset (model.tar.gz), and the proxy function is
-pointed at it. No Docker.
+locally from its model data asset (model.tar.gz, a Triton model repository) by the local Triton
+or its stand-in (maas.triton.endpoint), and the proxy function is pointed at it. No Docker.
 """
 
 from __future__ import annotations
@@ -25,14 +25,19 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maas_api.constants import ENV_API_KEY, ENV_MODEL_NAME, ENV_SAGEMAKER_ENDPOINT, ENV_SAGEMAKER_RUNTIME_URL
+from maas_api.constants import (
+    ENV_API_KEY,
+    ENV_MODEL_NAME,
+    ENV_SAGEMAKER_ENDPOINT,
+    ENV_SAGEMAKER_INFERENCE_COMPONENT,
+    ENV_SAGEMAKER_RUNTIME_URL,
+)
 
 from . import layers as layer_builder
 from .local_api import (
@@ -46,6 +51,7 @@ from .local_api import (
     serve_until_interrupted,
 )
 from .paths import materialize
+from .triton.repository import local_repository_from_archive
 
 WORKER = Path(__file__).resolve().parent / "lambda_worker.py"
 OVERLAY_DIR = Path(".cache") / "template-serve"
@@ -82,6 +88,13 @@ class MethodDef:
 class EndpointDef:
     logical_id: str
     model_data: Path
+    """model.tar.gz: a Triton model repository."""
+    component_id: str | None = None
+    """The inference component serving the model (scale to zero), if any."""
+
+    def local_name(self, logical_id: str | None = None) -> str:
+        """The endpoint's (or its component's) name locally, where CloudFormation would name it."""
+        return f"local-{logical_id or self.logical_id}"
 
 
 @dataclass
@@ -224,12 +237,17 @@ def load_assembly(cdk_out: str | os.PathLike, stack: str | None = None) -> Assem
             continue
         config = resources.get(_refs(r["Properties"]["EndpointConfigName"])[0], {})
         variants = config.get("Properties", {}).get("ProductionVariants", [])
-        model = resources.get(_refs(variants[0]["ModelName"])[0], {}) if variants else {}
+        # The variant runs the model, or (scale to zero) hosts an inference component that names it.
+        model_ref, component = (variants[0].get("ModelName") if variants else None), None
+        for cid, c in resources.items():
+            if c["Type"] == "AWS::SageMaker::InferenceComponent" and lid in _refs(c["Properties"].get("EndpointName")):
+                model_ref, component = c["Properties"]["Specification"]["ModelName"], cid
+        model = resources.get((_refs(model_ref) or [""])[0], {})
         url = json.dumps(model.get("Properties", {}).get("PrimaryContainer", {}).get("ModelDataUrl"))
         for digest in re.findall(r"[0-9a-f]{64}", url):
             keys = [k for k in assets if k.startswith(digest)]
             if keys:
-                assembly.endpoints[lid] = EndpointDef(lid, assets[keys[0]])
+                assembly.endpoints[lid] = EndpointDef(lid, assets[keys[0]], component)
                 break
     return assembly
 
@@ -402,13 +420,14 @@ def template_stack(cdk_out: str | os.PathLike, root: Path, stack: str | None = N
     shared_root = root / "shared"
     result = TemplateStack(routes=[], instances={})
     endpoints: dict[str, str] = {}
+    components = {e.component_id: e for e in assembly.endpoints.values() if e.component_id}
     try:
         for lid, endpoint in assembly.endpoints.items():
             tmp = tempfile.TemporaryDirectory(prefix=f"maas-{lid}-")
             result._tmp.append(tmp)
-            with tarfile.open(endpoint.model_data) as tar:
-                tar.extractall(tmp.name, filter="data")
-            endpoints[lid] = result.start_endpoint(root, tmp.name, lid)
+            repository, model = local_repository_from_archive(endpoint.model_data, Path(tmp.name))
+            component = endpoint.local_name(endpoint.component_id) if endpoint.component_id else None
+            endpoints[lid] = result.start_endpoint(root, repository, model, endpoint.local_name(), component)
 
         provided = lambda_provided_view(cache_dir)
         used = {m.function_id for m in assembly.methods}
@@ -420,9 +439,12 @@ def template_stack(cdk_out: str | os.PathLike, root: Path, stack: str | None = N
                     env[key] = value
                     continue
                 refs = [r for r in _refs(value) if r in endpoints]
+                component_refs = [r for r in _refs(value) if r in components]
                 if key == ENV_SAGEMAKER_ENDPOINT and refs:
-                    env[key] = f"local-{refs[0]}"
+                    env[key] = assembly.endpoints[refs[0]].local_name()
                     env[ENV_SAGEMAKER_RUNTIME_URL] = endpoints[refs[0]]
+                elif key == ENV_SAGEMAKER_INFERENCE_COMPONENT and component_refs:
+                    env[key] = components[component_refs[0]].local_name(component_refs[0])
                 else:
                     raise TemplateError(
                         f"function {fid}: {key} is only known once deployed ({json.dumps(value)[:80]}); "

@@ -1,65 +1,87 @@
-"""The proxy Lambda function for a heavy model: the same API, answered by a SageMaker endpoint.
+"""The proxy Lambda function for a heavy model: the same API, the graph run by Triton on a GPU endpoint.
 
-Invoke and embeddings requests are forwarded with sagemaker-runtime InvokeEndpoint. The client
-gives up well inside API Gateway's 29 s (see maas_api.constants), retries throttling with the
-standard mode's backoff, and every failure becomes the API's statuses: throttled -> 429, the
-endpoint missing or not ready -> 503, a timeout -> 504, the container failing -> 502, and a
-container's own 4xx (bad input, too many inputs) is passed through as it is.
+The function holds the model's artifact without its graph (card.json, tokenizer.json and the served
+graph's KServe v2 metadata, staged by infra) and loads it with maas_runtime like any model function,
+but with a `RemoteEngine`: requests are validated, tokenized and post-processed here by the same
+task code, and only the tensors travel, as one KServe v2 binary request per batch through
+sagemaker-runtime InvokeEndpoint to Triton (SageMaker's Triton image). So the Lambda path and the
+GPU path answer alike for the same graph.
+
+Failures become the API's statuses: throttled -> 429, a scale-to-zero model with no copy running ->
+503 with Retry-After (the call itself is what wakes it: AWS's alarm counts such refusals), the
+endpoint missing or not ready -> 503, a timeout -> 504, Triton refusing our tensors or failing ->
+502 (the request was valid: a refusal is this kit's bug; Triton's message goes to the log with
+the endpoint's name). The client's timeouts and retries are in maas_api.constants
+(SAGEMAKER_WORST_CASE_S).
 
 Handler: ``app.lambda_handler``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from maas_api import ApiFunction
-from maas_api.catalog import Catalog
 from maas_api.constants import (
     DEFAULT_CATALOG_FILE,
     ENV_CATALOG_PATH,
+    ENV_MODEL_DIR,
     ENV_MODEL_NAME,
     ENV_SAGEMAKER_ENDPOINT,
+    ENV_SAGEMAKER_INFERENCE_COMPONENT,
     ENV_SAGEMAKER_RUNTIME_URL,
-    JSON,
+    INVOKE_ENDPOINT_MAX_BYTES,
     SAGEMAKER_CONNECT_TIMEOUT_S,
     SAGEMAKER_MAX_ATTEMPTS,
     SAGEMAKER_READ_TIMEOUT_S,
+    SCALED_TO_ZERO_RETRY_AFTER_S,
 )
-from maas_api.errors import ApiError, BadGateway, GatewayTimeout, Throttled, Unavailable
+from maas_api.errors import ApiError, BadGateway, GatewayTimeout, Throttled, Unavailable, from_runtime
+from maas_runtime import Model, RuntimeLibraryError
+from maas_runtime.kserve import ProtocolError, RemoteEngine, header_length_of, read_metadata, sagemaker_content_type
 
 HERE = Path(__file__).resolve().parent
+
+LOCAL_READ_TIMEOUT_S = 120
+"""`maas serve` only: the local server runs the GPU's graph on this machine's CPU, far slower."""
 
 
 @dataclass(frozen=True)
 class Config:
     model_name: str
     endpoint_name: str
+    model_dir: str | None = None
+    """card.json, tokenizer.json and kserve-model.json: the artifact without its graph."""
+    inference_component: str | None = None
     catalog_path: str | None = None
     runtime_url: str | None = None
-    """Local only: where `maas serve` runs the serving program. Unset in AWS."""
+    """Local only: where `maas serve` runs the endpoint. Unset in AWS."""
 
     @classmethod
     def from_env(cls, env=None) -> "Config":
         env = os.environ if env is None else env
+        model_dir = env.get(ENV_MODEL_DIR)
+        if model_dir and not os.path.isabs(model_dir):
+            model_dir = str(HERE / model_dir)
         return cls(
             model_name=env.get(ENV_MODEL_NAME, ""),
             endpoint_name=env.get(ENV_SAGEMAKER_ENDPOINT, ""),
+            model_dir=model_dir or None,
+            inference_component=env.get(ENV_SAGEMAKER_INFERENCE_COMPONENT) or None,
             catalog_path=env.get(ENV_CATALOG_PATH) or str(HERE / DEFAULT_CATALOG_FILE),
             runtime_url=env.get(ENV_SAGEMAKER_RUNTIME_URL) or None,
         )
 
 
-def client_config():
+def client_config(read_timeout: float = SAGEMAKER_READ_TIMEOUT_S):
     from botocore.config import Config as BotoConfig
 
     return BotoConfig(
         connect_timeout=SAGEMAKER_CONNECT_TIMEOUT_S,
-        read_timeout=SAGEMAKER_READ_TIMEOUT_S,
+        read_timeout=read_timeout,
         retries={"mode": "standard", "total_max_attempts": SAGEMAKER_MAX_ATTEMPTS},
         tcp_keepalive=True,
     )
@@ -70,7 +92,7 @@ def runtime_client(runtime_url: str | None = None):
 
     if not runtime_url:
         return boto3.client("sagemaker-runtime", config=client_config())
-    # The local serving program: any credentials will do, but the client must be able to sign.
+    # The local endpoint: any credentials will do, but the client must be able to sign.
     session = boto3.session.Session()
     credentials = session.get_credentials()
     return session.client(
@@ -79,22 +101,39 @@ def runtime_client(runtime_url: str | None = None):
         region_name=session.region_name or "us-east-1",
         aws_access_key_id=None if credentials else "local",
         aws_secret_access_key=None if credentials else "local",
-        config=client_config(),
+        config=client_config(LOCAL_READ_TIMEOUT_S),
     )
+
+
+class SageMakerTransport:
+    """KServe v2 requests through InvokeEndpoint, in the content type SageMaker's Triton reads as binary."""
+
+    max_payload_bytes = INVOKE_ENDPOINT_MAX_BYTES
+
+    def __init__(self, client, endpoint_name: str, inference_component: str | None = None):
+        self._client = client
+        self.endpoint_name = endpoint_name
+        self.inference_component = inference_component
+
+    def infer(self, body: bytes, header_length: int | None) -> tuple[bytes, int | None]:
+        arguments = {"EndpointName": self.endpoint_name, "ContentType": sagemaker_content_type(header_length), "Body": body}
+        if self.inference_component:
+            arguments["InferenceComponentName"] = self.inference_component
+        response = self._client().invoke_endpoint(**arguments)
+        return response["Body"].read(), header_length_of(response.get("ContentType"))
 
 
 _THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException", "ThrottledException"}
 _UNAVAILABLE = {"ModelNotReadyException", "ServiceUnavailable", "ServiceUnavailableException"}
+_INVALID = {"ValidationError", "ValidationException"}
+"""InvokeEndpoint's 400s: today's botocore says ValidationError, older ones ValidationException."""
+_NO_CAPACITY = "no capacity"
+"""In the ValidationError of an inference component scaled to zero copies."""
 
 
-def sagemaker_error(exc: Exception) -> ApiError:
+def sagemaker_error(exc: Exception, model_name: str) -> ApiError:
     """What a client sees for a failed InvokeEndpoint. Endpoint names and accounts stay in the logs."""
-    from botocore.exceptions import (
-        ClientError,
-        ConnectTimeoutError,
-        EndpointConnectionError,
-        ReadTimeoutError,
-    )
+    from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
     if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError)):
         return GatewayTimeout("the model endpoint did not answer in time", code="upstream_timeout")
@@ -107,38 +146,30 @@ def sagemaker_error(exc: Exception) -> ApiError:
     if code in _THROTTLED:
         return Throttled("the model endpoint is throttling requests; retry with backoff", headers={"Retry-After": "1"})
     if code == "ModelError":
-        return _model_error(exc.response)
-    if code in _UNAVAILABLE:
-        return Unavailable("the model endpoint is not available", code="endpoint_unavailable")
-    if code == "ValidationException":
-        # InvokeEndpoint says this when the endpoint does not exist (yet): a deployment problem.
+        return BadGateway("the model server failed to process the request", code="model_error")
+    if code in _INVALID and _NO_CAPACITY in str(error.get("Message", "")).lower():
+        return Unavailable(
+            f"model {model_name!r} is scaled to zero and is starting: a GPU instance takes several minutes to "
+            f"come up; retry in {SCALED_TO_ZERO_RETRY_AFTER_S} s",
+            code="model_starting",
+            headers={"Retry-After": str(SCALED_TO_ZERO_RETRY_AFTER_S)},
+        )
+    if code in _UNAVAILABLE or code in _INVALID:
+        # ValidationError also says that the endpoint does not exist (yet): a deployment problem.
         return Unavailable("the model endpoint is not available", code="endpoint_unavailable")
     return BadGateway("the model endpoint call failed", code="upstream_error")
 
 
-def _model_error(response: dict) -> ApiError:
-    """The container answered non-2xx: pass its own 4xx envelope through, anything else is a 502."""
-    original = response.get("OriginalStatusCode")
-    try:
-        status = int(original)
-    except (TypeError, ValueError):
-        status = 0
-    if 400 <= status < 500 and status != 404:
-        try:
-            detail = json.loads(response.get("OriginalMessage") or "")["error"]
-            return ApiError(str(detail["message"])[:500], status=status, code=str(detail["code"])[:64])
-        except (ValueError, KeyError, TypeError):
-            pass
-    return BadGateway("the model endpoint failed to process the request", code="model_error")
+class RemoteModelBackend:
+    """The model's card, tokenizer and task here; its graph on the endpoint."""
 
-
-class SageMakerBackend:
     def __init__(self, config: Config, client=None):
         self.config = config
         self.name = config.model_name
         self._client = client
+        self._model: Model | None = None
+        self._error: str | None = None
         self._lock = threading.Lock()
-        self._catalog: Catalog | None = None
 
     @property
     def client(self):
@@ -148,61 +179,62 @@ class SageMakerBackend:
                     self._client = runtime_client(self.config.runtime_url)
         return self._client
 
-    def _entry(self):
-        if self._catalog is None:
-            self._catalog = Catalog.load(self.config.catalog_path)
-        entry = self._catalog.entry(self.name)
-        if entry is None:
-            raise Unavailable(f"model {self.name!r} is not in this function's catalog", code="misconfigured")
-        return entry
+    def model(self) -> Model:
+        """The model, loaded on first use (a failure is answered, and retried on the next request)."""
+        if self._model is not None:
+            return self._model
+        with self._lock:
+            if self._model is None:
+                if not (self.name and self.config.endpoint_name and self.config.model_dir):
+                    self._error = "misconfigured"
+                    raise Unavailable("this function has no SageMaker endpoint or model configured", code="misconfigured")
+                folder = self.config.model_dir
+                try:
+                    transport = SageMakerTransport(lambda: self.client, self.config.endpoint_name, self.config.inference_component)
+                    model = Model(folder, engine=RemoteEngine(read_metadata(folder), transport))
+                except RuntimeLibraryError as exc:
+                    self._error = exc.code
+                    raise from_runtime(exc) from exc
+                if model.name != self.name:
+                    self._error = "artifact_invalid"
+                    raise Unavailable(f"the packaged card is for model {model.name!r}, not {self.name!r}", code="artifact_invalid")
+                self._model, self._error = model, None
+        return self._model
 
     def task(self) -> str:
-        return self._entry().card.task
+        return self.model().card.task
 
     def predict(self, inputs: list, parameters: dict) -> dict:
-        if not self.config.endpoint_name:
-            raise Unavailable("this function has no SageMaker endpoint configured", code="misconfigured")
-        body = json.dumps({"inputs": inputs, "parameters": parameters})
+        model = self.model()
+        where = {"endpoint": self.config.endpoint_name, "inference_component": self.config.inference_component}
         try:
-            response = self.client.invoke_endpoint(
-                EndpointName=self.config.endpoint_name, ContentType=JSON, Accept=JSON, Body=body
-            )
-            payload = json.loads(response["Body"].read())
-        except ValueError:
-            raise BadGateway("the model endpoint answered with something other than JSON", code="upstream_error",
-                             log={"endpoint": self.config.endpoint_name})
-        except Exception as exc:
-            error = sagemaker_error(exc)
-            error.log["endpoint"] = self.config.endpoint_name
+            prediction = model.predict(inputs, parameters)
+        except RuntimeLibraryError as exc:
+            raise from_runtime(exc) from exc
+        except ProtocolError as exc:
+            raise BadGateway("the model server's answer could not be read", code="upstream_error", log=where) from exc
+        except Exception as exc:  # botocore's: every one is mapped to a status, none escapes as a 500
+            error = sagemaker_error(exc, self.name)
+            # Triton's own words ({"error": ...} inside a ModelError) go to the log, never to the client.
+            response = getattr(exc, "response", None) or {}
+            error.log.update(where, upstream_status=response.get("OriginalStatusCode"),
+                             upstream_message=str(response.get("OriginalMessage") or "")[:1000] or None)
             raise error from exc
-        if not isinstance(payload, dict) or not isinstance(payload.get("outputs"), list):
-            raise BadGateway("the model endpoint's answer has no outputs", code="upstream_error")
-        if len(payload["outputs"]) != len(inputs):
-            raise BadGateway("the model endpoint answered for a different number of inputs", code="upstream_error")
-        return {
-            "model": self.name,
-            "version": str(payload.get("version") or self._entry().card.version),
-            "outputs": payload["outputs"],
-            "usage": payload.get("usage") if isinstance(payload.get("usage"), dict) else {},
-        }
+        return {"model": model.name, "version": model.version, "outputs": prediction.outputs, "usage": prediction.usage}
 
     def check(self) -> dict:
-        """The minimal check: the model is in the catalog and an endpoint is configured. It does not
-        call the endpoint (each call is billed, and SageMaker's own health checks watch /ping)."""
-        if not self.config.endpoint_name:
-            raise Unavailable("this function has no SageMaker endpoint configured", code="misconfigured")
-        return {"version": self._entry().card.version}
+        """The card and tokenizer load, and an endpoint is configured. The endpoint is not called:
+        each call is billed, a probe would keep a scale-to-zero model awake, and SageMaker watches
+        the container's /ping itself."""
+        return {"version": self.model().version}
 
     def status(self) -> dict:
-        try:
-            version = self._entry().card.version
-        except ApiError:
-            return {"loaded": False, "version": None, "error": "misconfigured"}
-        return {"loaded": self._client is not None, "version": version, "error": None}
+        model = self._model
+        return {"loaded": model is not None, "version": model.version if model else None, "error": self._error}
 
 
 def create_function(config: Config, client=None) -> ApiFunction:
-    return ApiFunction(SageMakerBackend(config, client=client), config.catalog_path)
+    return ApiFunction(RemoteModelBackend(config, client=client), config.catalog_path)
 
 
 _function: ApiFunction | None = None
@@ -216,6 +248,11 @@ def lambda_handler(event, context):
 
 
 if os.environ.get(ENV_MODEL_NAME):
-    # Create the client in the init phase (credential resolution, endpoint discovery).
+    # The init phase: load the card and tokenizer, and create the client (credentials, endpoint
+    # resolution) before the first request's clock starts. A failure is answered per request.
     _function = create_function(Config.from_env())
-    _function.backend.client  # noqa: B018
+    try:
+        _function.backend.model()
+        _function.backend.client  # noqa: B018
+    except ApiError:
+        pass

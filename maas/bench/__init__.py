@@ -189,6 +189,8 @@ def model_costs(latency: dict, first_set: str, threads: int, spec) -> dict:
     rec = first["recommended"]["arm64"] if first else None
     out["recommended_memory_mb"] = rec["memory_mb"] if rec else None
     out["manifest_memory_mb"] = spec.lambda_settings.memory_mb if spec.lambda_settings else None
+    lambda_usd = rec["usd_per_million"]["arm64"] if rec else None
+    out["traffic"] = [row.as_dict() for row in cost_model.gpu_pattern_costs(prices, lambda_usd)]
     return out
 
 

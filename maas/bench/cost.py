@@ -1,4 +1,5 @@
-"""The Lambda cost model: from measured latency and memory to dollars per million requests.
+"""The cost models: Lambda from measured latency and memory to dollars per million requests, and
+the GPU endpoint always on or scaled to zero, by traffic pattern.
 
 Lambda gives a function CPU in proportion to its memory: one full vCPU at 1769 MB, up to 6 at
 10240 MB. Below 1769 MB the single thread gets a fraction of a core, so a CPU-bound request takes
@@ -113,3 +114,86 @@ def recommend(rows: list[SizeCost], arch: str = "arm64") -> SizeCost | None:
     cheapest = min(r.usd_per_million[arch] for r in feasible)
     near = [r for r in feasible if r.usd_per_million[arch] <= cheapest * (1 + COST_TOLERANCE)]
     return min(near, key=lambda r: (r.duration_ms, r.memory_mb))
+
+
+# --- the GPU endpoint: always on, or scaled to zero, by traffic pattern -------------------------------
+
+
+@dataclass(frozen=True)
+class TrafficPattern:
+    """Traffic as periods of activity: how many a day, how long each, how many requests in each."""
+
+    name: str
+    periods_per_day: float
+    period_minutes: float
+    requests_per_period: float
+    days_per_month: float = HOURS_PER_MONTH / 24
+
+    @property
+    def requests_per_month(self) -> float:
+        return self.periods_per_day * self.requests_per_period * self.days_per_month
+
+
+TRAFFIC_PATTERNS = (
+    TrafficPattern("steady, 50 req/s around the clock", 1, 24 * 60, 50 * 86400),
+    TrafficPattern("business hours, 20 req/s for 9 h on 22 weekdays", 1, 9 * 60, 20 * 9 * 3600, days_per_month=22),
+    TrafficPattern("four 15-min bursts a day at 100 req/s", 4, 15, 100 * 15 * 60),
+    TrafficPattern("a nightly 30-min batch at 200 req/s", 1, 30, 200 * 30 * 60),
+    TrafficPattern("one request an hour", 24, 0, 1),
+    TrafficPattern("idle", 0, 0, 0),
+)
+
+
+@dataclass(frozen=True)
+class GpuPatternCost:
+    pattern: TrafficPattern
+    always_on_usd: float
+    """min_instances = 1: one instance all month, whatever the traffic."""
+    scale_to_zero_usd: float
+    """min_instances = 0: billed from each wake-up until the idle scale-in ends."""
+    cold_minutes_per_day: float
+    """With scale to zero: minutes a day the API answers 503 (starting from zero) before a period's first answer."""
+    lambda_usd: float | None
+
+    def as_dict(self) -> dict:
+        return {
+            "pattern": self.pattern.name,
+            "requests_per_month": self.pattern.requests_per_month,
+            "always_on_usd": self.always_on_usd,
+            "scale_to_zero_usd": self.scale_to_zero_usd,
+            "cold_minutes_per_day": self.cold_minutes_per_day,
+            "lambda_usd": self.lambda_usd,
+        }
+
+
+def scale_to_zero_hours(pattern: TrafficPattern, scale_in_minutes: float, cold_start_minutes: float) -> tuple[float, float]:
+    """(instance hours a month, minutes a day of 503s) for one instance that scales to zero.
+
+    Each period of traffic starts cold (its first requests wait for an instance) and is billed from
+    the wake-up until the idle scale-in ends; periods whose billed spans fill the day never go cold."""
+    span = cold_start_minutes + pattern.period_minutes + scale_in_minutes
+    busy = pattern.periods_per_day * span
+    if pattern.periods_per_day == 0:
+        return 0.0, 0.0
+    if busy >= 24 * 60:
+        return 24 * pattern.days_per_month, 0.0
+    return busy / 60 * pattern.days_per_month, pattern.periods_per_day * cold_start_minutes
+
+
+def gpu_pattern_costs(prices: dict, lambda_usd_per_million: float | None = None,
+                      instance_type: str = "ml.g5.xlarge", patterns=TRAFFIC_PATTERNS) -> list[GpuPatternCost]:
+    """Per pattern: one GPU instance always on, the same scaled to zero, and Lambda at a measured
+    $/1M requests (the GPU's own throughput limit is not modelled: one instance is assumed to keep up)."""
+    hourly = prices["sagemaker"][instance_type]["per_hour"]
+    zero = prices["sagemaker_scale_to_zero"]
+    rows = []
+    for pattern in patterns:
+        hours, cold = scale_to_zero_hours(pattern, zero["scale_in_minutes"], zero["cold_start_minutes"])
+        rows.append(GpuPatternCost(
+            pattern=pattern,
+            always_on_usd=hourly * HOURS_PER_MONTH,
+            scale_to_zero_usd=hourly * hours,
+            cold_minutes_per_day=cold,
+            lambda_usd=None if lambda_usd_per_million is None else pattern.requests_per_month / 1e6 * lambda_usd_per_million,
+        ))
+    return rows

@@ -302,6 +302,32 @@ def render_cost(m: dict) -> list[str]:
         "the cost of Lambda init time.",
         "",
     ]
+    if c.get("traffic"):
+        lines += render_traffic_costs(m["name"], c["traffic"])
+    return lines
+
+
+def render_traffic_costs(name: str, rows: list[dict]) -> list[str]:
+    """Lambda at the recommended size vs a GPU endpoint, always on or scaled to zero, per month."""
+    lines = [
+        f"### {name} per month, by traffic pattern: Lambda, or a GPU endpoint always on or scaled to zero", "",
+        "| traffic | requests/month | Lambda arm64 (recommended size) | ml.g5.xlarge, min_instances = 1 | "
+        "ml.g5.xlarge, min_instances = 0 | minutes/day of 503 while starting |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lam = f"${r['lambda_usd']:,.2f}" if r["lambda_usd"] is not None else "–"
+        lines.append(
+            f"| {r['pattern']} | {r['requests_per_month']:,.0f} | {lam} | ${r['always_on_usd']:,.0f} | "
+            f"${r['scale_to_zero_usd']:,.0f} | {r['cold_minutes_per_day']:.0f} |"
+        )
+    lines += [
+        "",
+        "Scale to zero bills an instance from each wake-up (the first requests wait for it: 503 with Retry-After) "
+        "until it has been idle long enough to scale in; periods close enough together never go cold. One instance "
+        "is assumed to keep up with each pattern; timings in maas/data/lambda_prices.json (`sagemaker_scale_to_zero`).",
+        "",
+    ]
     return lines
 
 
@@ -316,6 +342,8 @@ def render_prices(results: dict) -> list[str]:
         f"- Lambda arm64: ${lam['arm64']['gb_second']}/GB-s, ${lam['arm64']['per_million_requests']}/1M requests",
         f"- Lambda x86_64: ${lam['x86_64']['gb_second']}/GB-s, ${lam['x86_64']['per_million_requests']}/1M requests",
         f"- SageMaker ml.g5.xlarge real-time inference: ${p['sagemaker']['ml.g5.xlarge']['per_hour']}/hour",
+        f"- SageMaker scale to zero: idle {p['sagemaker_scale_to_zero']['scale_in_minutes']} min to 0 instances, "
+        f"{p['sagemaker_scale_to_zero']['cold_start_minutes']} min to start from zero. {p['sagemaker_scale_to_zero']['source']}",
         "",
     ]
 

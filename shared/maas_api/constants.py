@@ -16,18 +16,15 @@ ENV_CATALOG_PATH = "MAAS_CATALOG_PATH"
 """catalog.json packaged with every function (the shape of build/catalog.json)."""
 ENV_SAGEMAKER_ENDPOINT = "MAAS_SAGEMAKER_ENDPOINT"
 """The SageMaker endpoint name the proxy forwards to."""
+ENV_SAGEMAKER_INFERENCE_COMPONENT = "MAAS_SAGEMAKER_INFERENCE_COMPONENT"
+"""With scale to zero (sagemaker.min_instances = 0): the inference component on that endpoint that
+serves the model. Unset: the endpoint's variant serves it directly."""
 ENV_SAGEMAKER_RUNTIME_URL = "MAAS_SAGEMAKER_RUNTIME_URL"
 """Local only: an endpoint override for the sagemaker-runtime client. Unset in AWS."""
 ENV_API_KEY = "MAAS_API_KEY"
 """Local only: the x-api-key `maas serve` requires. In AWS, API Gateway checks keys."""
 ENV_TMP_DIR = "MAAS_TMP_DIR"
 """Where S3 artifacts are downloaded (default: the system temp folder, /tmp in Lambda)."""
-
-# SageMaker serving program (the container). SageMaker itself sets SM_MODEL_DIR in some images.
-ENV_SM_MODEL_DIR = "SM_MODEL_DIR"
-ENV_SERVING_PORT = "SAGEMAKER_BIND_TO_PORT"
-DEFAULT_SM_MODEL_DIR = "/opt/ml/model"
-DEFAULT_SERVING_PORT = 8080
 
 DEFAULT_CATALOG_FILE = "catalog.json"
 METRICS_NAMESPACE = "Maas"
@@ -40,11 +37,32 @@ MAX_JSON_DEPTH = 32
 HEALTH_CACHE_S = 5.0
 """How long GET /health reuses its last smoke inference (and a failure): probes cost no model time."""
 
-# --- SageMaker runtime client: the whole call, retries included, stays under API Gateway's 29 s.
+INVOKE_ENDPOINT_MAX_BYTES = 6 * 1024 * 1024
+"""SageMaker InvokeEndpoint's limit on a request body and on an answer body alike."""
+
+# --- SageMaker runtime client (the proxy): the whole call, retries included, must end inside the
+# proxy function's timeout (default 15 s) and API Gateway's 29 s.
 SAGEMAKER_CONNECT_TIMEOUT_S = 1
-SAGEMAKER_READ_TIMEOUT_S = 5
-SAGEMAKER_MAX_ATTEMPTS = 3
-"""Attempts in all, the first included (botocore's total_max_attempts). Worst case: 3 x (1 + 5) s plus standard-mode backoff (< 1 s, then < 2 s) = 21 s."""
+SAGEMAKER_READ_TIMEOUT_S = 3
+"""A GPU answers a full batch in well under a second; an answer this late means an overloaded or
+broken endpoint, and waiting longer only holds the client (and the proxy) longer."""
+SAGEMAKER_MAX_ATTEMPTS = 2
+"""Attempts in all, the first included (botocore's standard mode, total_max_attempts): one retry.
+Standard mode retries throttling, connection errors and read timeouts alike; an inference that
+timed out may still be running on the GPU, so it is sent again at most once."""
+SAGEMAKER_RETRY_AFTER_ALLOWANCE_S = 5
+"""botocore stretches a backoff to a service's x-amz-retry-after header, by at most 5 s."""
+SAGEMAKER_WORST_CASE_S = (
+    SAGEMAKER_MAX_ATTEMPTS * (SAGEMAKER_CONNECT_TIMEOUT_S + SAGEMAKER_READ_TIMEOUT_S)
+    + sum(min(2**i, 20) + SAGEMAKER_RETRY_AFTER_ALLOWANCE_S for i in range(SAGEMAKER_MAX_ATTEMPTS - 1))
+)
+"""The longest one InvokeEndpoint call can take, every attempt timing out: 2 x (1 + 3) s, plus the
+first retry's backoff (standard mode: rand(0, 1) x 2**0 s for throttling, less otherwise) and its
+x-amz-retry-after allowance = 14 s. A proxy function's timeout must exceed it (with room to
+tokenize and answer); `maas_api.constants` is where infra reads it."""
+SCALED_TO_ZERO_RETRY_AFTER_S = 60
+"""Retry-After on the 503 answered while a scale-to-zero model has no copy running: starting one
+takes minutes, and every refused call counts towards the alarm that starts it."""
 
 # --- S3 client for artifacts: a cold start's download fails within Lambda's 10 s init, not hangs.
 S3_CONNECT_TIMEOUT_S = 2

@@ -33,14 +33,22 @@ def read_card(folder: str | os.PathLike) -> ModelCard:
     return ModelCard.read(folder)
 
 
-def verify_artifact(folder: str | os.PathLike, card: ModelCard | None = None) -> ModelCard:
-    """Check every file the card lists against its size and sha256; return the card.
+def verify_artifact(folder: str | os.PathLike, card: ModelCard | None = None, names=None) -> ModelCard:
+    """Check the files the card lists against their sizes and sha256; return the card.
 
+    ``names``: the listed files to check, by default all of them. A process checks what it opens:
+    one whose graph runs on a remote server never opens the card's model file, and need not have it.
     A size mismatch is caught before hashing, so a truncated file fails fast.
     """
     folder = Path(folder)
     card = card if card is not None else read_card(folder)
+    wanted = card.files if names is None else set(names)
+    unknown = sorted(set(wanted) - set(card.files))
+    if unknown:
+        raise ArtifactError(f"artifact file(s) {', '.join(map(repr, unknown))} are not listed in the card")
     for name, meta in card.files.items():
+        if name not in wanted:
+            continue
         path = folder / check_file_name(name)
         if not path.is_file():
             raise ArtifactError(f"artifact file {name!r} is missing")

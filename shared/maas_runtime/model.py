@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
 
-from .artifact import verify_artifact
+from .artifact import read_card, verify_artifact
 from .engine import Engine, OnnxEngine
 from .errors import InvalidInput, LimitExceeded
-from .session import drop_sessions, get_session
 from .tasks import Prediction, task_for
 
 
 class Model:
+    """``engine``: None runs the artifact's graph here (ONNX Runtime); a given engine runs it
+    elsewhere, and then the graph file is neither opened nor verified (nor needed) here."""
+
     def __init__(self, folder: str | os.PathLike, engine: Engine | None = None):
         started = time.perf_counter()
         self.folder = Path(folder)
-        self.card = verify_artifact(self.folder)
+        card = read_card(self.folder)
+        local = engine is None
+        self.card = verify_artifact(self.folder, card, [n for n in card.files if local or n != card.model_file])
         task = task_for(self.card.task)
-        self.engine = engine if engine is not None else OnnxEngine(get_session(self.folder / self.card.model_file))
+        if local:
+            from .session import get_session  # onnxruntime: imported only where a graph runs here
+
+            engine = OnnxEngine(get_session(self.folder / self.card.model_file))
+        self.engine = engine
         self.task = task(self.card, self.folder, self.engine)
         self.max_batch = self.card.serving.max_batch
         self.load_seconds = time.perf_counter() - started
@@ -72,4 +81,6 @@ def forget_models(folder: str | os.PathLike | None = None) -> None:
             _models.clear()
         else:
             _models.pop(os.path.realpath(folder), None)
-    drop_sessions(folder)
+    session = sys.modules.get(f"{__package__}.session")  # never imported: no session to drop
+    if session is not None:
+        session.drop_sessions(folder)

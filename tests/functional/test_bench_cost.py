@@ -111,3 +111,33 @@ def test_matmul_flops_counts_matmul_and_gemm_from_graph_shapes(tmp_path):
     # WHEN counted for batch 7  THEN 2*7*3*4 + 2*7*4*5
     assert matmul_flops(path, {"x": [7, 3]}) == 2 * 7 * 3 * 4 + 2 * 7 * 4 * 5
     assert matmul_flops(path, {"x": [1, 3]}) == 2 * 3 * 4 + 2 * 4 * 5
+
+
+ZERO = {"scale_in_minutes": 25, "cold_start_minutes": 5}
+
+
+def test_scale_to_zero_bills_each_wake_up_until_the_idle_scale_in():
+    # GIVEN a 30-minute nightly batch: WHEN priced THEN billed 5 (start) + 30 + 25 (idle) minutes a day
+    nightly = cost.TrafficPattern("nightly", 1, 30, 1000, days_per_month=30)
+    hours, cold = cost.scale_to_zero_hours(nightly, **ZERO)
+    assert hours == pytest.approx(60 / 60 * 30) and cold == 5
+    # one request an hour: every one wakes an instance that then idles 25 minutes: 30 of every 60 minutes billed
+    hourly = cost.TrafficPattern("hourly", 24, 0, 1, days_per_month=30)
+    assert cost.scale_to_zero_hours(hourly, **ZERO) == (pytest.approx(24 * 30 / 60 * 30), 24 * 5)
+    # periods that fill the day never go cold, and cost what an always-on instance does
+    steady = cost.TrafficPattern("steady", 1, 24 * 60, 1, days_per_month=30)
+    assert cost.scale_to_zero_hours(steady, **ZERO) == (24 * 30, 0.0)
+    assert cost.scale_to_zero_hours(cost.TrafficPattern("idle", 0, 0, 0), **ZERO) == (0.0, 0.0)
+
+
+def test_gpu_pattern_costs_compare_always_on_scale_to_zero_and_lambda():
+    prices = {**PRICES, "sagemaker_scale_to_zero": ZERO}
+    rows = {r.pattern.name: r for r in cost.gpu_pattern_costs(prices, lambda_usd_per_million=0.5)}
+    idle, steady = rows["idle"], rows["steady, 50 req/s around the clock"]
+    assert idle.always_on_usd == steady.always_on_usd == pytest.approx(1.408 * 730)  # ~$1,028 a month regardless
+    assert idle.scale_to_zero_usd == 0 and idle.lambda_usd == 0
+    assert steady.scale_to_zero_usd == pytest.approx(steady.always_on_usd) and steady.cold_minutes_per_day == 0
+    assert steady.lambda_usd == pytest.approx(50 * 86400 * 730 / 24 / 1e6 * 0.5)
+    nightly = rows["a nightly 30-min batch at 200 req/s"]
+    assert nightly.scale_to_zero_usd == pytest.approx(1.408 * (5 + 30 + 25) / 60 * 730 / 24)
+    assert cost.load_prices()["sagemaker_scale_to_zero"]["scale_in_minutes"] > 0

@@ -316,9 +316,14 @@ class FakeRuntime(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def runtime():
+    import numpy as np
+
+    from maas_runtime.kserve import encode_response
+
     handler = type("Runtime", (FakeRuntime,), {"fault": None})
-    handler.answer = json.dumps({"model": "minilm-gpu", "version": "1.0.0", "outputs": [[0.5, 0.5]],
-                                 "usage": {"batch_size": 1}}).encode()
+    # Triton's KServe v2 answer (JSON form) for one text: the pooled vector
+    vector = np.full((1, 384), 0.5, dtype=np.float32)
+    handler.answer = encode_response("minilm-gpu", {"sentence_embedding": vector}, {"sentence_embedding": False})[0]
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -343,7 +348,13 @@ def test_a_sagemaker_fault_is_answered_logged_and_recovered_from(built_models, r
     fake, url = runtime
     client = boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=url, config=Config(
         connect_timeout=1, read_timeout=0.5, retries={"mode": "standard", "total_max_attempts": 2}))
+    from maas.manifest import load_manifest
+    from maas.triton.endpoint import stage_local_model
+
+    _, card_and_tokenizer = stage_local_model(ROOT, load_manifest(ROOT / "models.toml").get("minilm-gpu"),
+                                              built_models / "minilm-gpu" / "1.0.0")
     function = proxy.create_function(proxy.Config(model_name="minilm-gpu", endpoint_name="maas-minilm-gpu",
+                                                  model_dir=str(card_and_tokenizer),
                                                   catalog_path=str(built_models / "catalog.json")), client=client)
     e = event("invoke_minilm", path="/models/minilm-gpu/invoke", pathParameters={"name": "minilm-gpu"},
               body=json.dumps({"inputs": ["one sentence"]}))
@@ -360,7 +371,8 @@ def test_a_sagemaker_fault_is_answered_logged_and_recovered_from(built_models, r
     # WHEN the endpoint recovers, the same warm function answers, and its health check too
     fake.fault = None
     got, body = answer(function.invoke(e, LambdaContext()))
-    assert got == 200 and body["outputs"] == [[0.5, 0.5]]
+    assert got == 200 and len(body["outputs"]) == 1 and len(body["outputs"][0]) == 384
+    assert all(abs(x - 384 ** -0.5) < 1e-7 for x in body["outputs"][0])  # the pooled vector, L2-normalized
     got, body = answer(function.invoke(event("health"), LambdaContext()))
     assert got == 200 and (body["model"], body["status"]) == ("minilm-gpu", "ok")
 

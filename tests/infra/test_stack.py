@@ -49,9 +49,10 @@ def test_one_function_per_light_model_and_a_proxy_per_heavy_model(synth, manifes
             assert env["MAAS_MODEL_DIR"] == "model" and "MAAS_SAGEMAKER_ENDPOINT" not in env
             assert len(props["Layers"]) == 2
         else:
-            assert "MAAS_MODEL_DIR" not in env and "MAAS_MODEL_S3_URI" not in env
+            # the proxy: the artifact without its graph (card, tokenizer, served metadata) packaged, the task run here
+            assert env["MAAS_MODEL_DIR"] == "model" and "MAAS_MODEL_S3_URI" not in env
             assert set(env["MAAS_SAGEMAKER_ENDPOINT"]["Fn::GetAtt"][1:]) == {"EndpointName"}
-            assert len(props["Layers"]) == 2  # it reads model cards (maas_runtime) and answers through maas_api
+            assert len(props["Layers"]) == 2  # the task runs here (maas_runtime) and answers through maas_api
 
 
 def test_heavy_models_get_a_gpu_endpoint_with_autoscaling(synth, manifest):
@@ -76,8 +77,27 @@ def test_heavy_models_get_a_gpu_endpoint_with_autoscaling(synth, manifest):
                 "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
             }),
         })
+        template.has_resource_properties("AWS::SageMaker::EndpointConfig", {
+            "ProductionVariants": [Match.object_like({"InferenceAmiVersion": "al2023-ami-sagemaker-inference-gpu-4-1"})],
+        })
     model = next(iter(synth.of_type("AWS::SageMaker::Model").values()))["Properties"]
-    assert ".tar.gz" in json.dumps(model["PrimaryContainer"]["ModelDataUrl"]) or ".gz" in json.dumps(model["PrimaryContainer"]["ModelDataUrl"])
+    assert ".gz" in json.dumps(model["PrimaryContainer"]["ModelDataUrl"])
+    assert "/sagemaker-tritonserver:" in json.dumps(model["PrimaryContainer"]["Image"])  # AWS's image: nothing to push
+
+
+def test_the_proxy_packages_the_artifact_without_its_graph(synth, manifest):
+    from maas.paths import artifact_dir
+    from maas_runtime import ModelCard, verify_artifact
+    from maas_runtime.kserve import METADATA_FILE
+
+    assembly = load_assembly(synth.outdir)
+    for spec in (s for s in manifest.models if s.target == "sagemaker"):
+        (function,) = [f for f in assembly.functions.values() if f.environment["MAAS_MODEL_NAME"] == spec.name]
+        packaged = function.asset / "model"
+        card = ModelCard.read(packaged)
+        assert card == ModelCard.read(artifact_dir(manifest.root, spec.name, spec.version))
+        assert not (packaged / card.model_file).exists() and (packaged / METADATA_FILE).is_file()
+        verify_artifact(packaged, card, [n for n in card.files if n != card.model_file])
 
 
 def test_iam_is_least_privilege(synth):
@@ -230,6 +250,7 @@ def test_manifest_changes_need_no_code_change(tmp_path_factory, artifacts, synth
     text = (artifacts.root / "models.toml").read_text()
     text = text.replace('task = "embedding"\ntarget = "lambda"', 'task = "embedding"\ntarget = "sagemaker"', 1)
     text = text.replace('lambda = { architecture = "arm64", memory_mb = 512', 'lambda = { architecture = "x86_64", artifact = "s3", memory_mb = 512')
+    text = text.replace("min_instances = 1, max_instances = 4", "min_instances = 0, max_instances = 4")
     (root / "models.toml").write_text(text)
     layer_cache = artifacts.root / ".cache" / "layers"
     result = synthesizer(root / "cdk.out", {"maas:manifest": str(root / "models.toml"), "maas:layerCache": str(layer_cache)})
@@ -237,6 +258,10 @@ def test_manifest_changes_need_no_code_change(tmp_path_factory, artifacts, synth
     functions = {_model_name(f): f["Properties"] for f in result.of_type("AWS::Lambda::Function").values() if _model_name(f)}
     assert len(result.of_type("AWS::SageMaker::Endpoint")) == 2
     assert "MAAS_SAGEMAKER_ENDPOINT" in functions["minilm"]["Environment"]["Variables"]
+    # minilm-gpu scales to zero: an inference component, whose name its proxy is given (cdk-nag passed on it too)
+    (component_id,) = result.of_type("AWS::SageMaker::InferenceComponent")
+    assert component_id in json.dumps(functions["minilm-gpu"]["Environment"]["Variables"]["MAAS_SAGEMAKER_INFERENCE_COMPONENT"])
+    assert "MAAS_SAGEMAKER_INFERENCE_COMPONENT" not in functions["minilm"]["Environment"]["Variables"]
     digits = functions["digits"]
     assert digits["Architectures"] == ["x86_64"]
     assert "MAAS_MODEL_S3_URI" in digits["Environment"]["Variables"]

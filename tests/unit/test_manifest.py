@@ -64,6 +64,16 @@ def test_defaults_fill_optional_tables():
          "models.tiny.lambda.architecture: must be one of arm64, x86_64"),
         (("parity = { min_cosine = 0.98 }", "parity = { min_cosine = 0.98 }\nsagemaker = { min_instances = 3, max_instances = 1 }"),
          "models.tiny.sagemaker.max_instances: must be >= min_instances"),
+        (("parity = { min_cosine = 0.98 }", "parity = { min_cosine = 0.98 }\nsagemaker = { min_instances = -1 }"),
+         "models.tiny.sagemaker.min_instances: must be an integer in [0, 100], got -1"),
+        (("parity = { min_cosine = 0.98 }", 'parity = { min_cosine = 0.98 }\nsagemaker = { accelerator = "tensorrt-int8" }'),
+         "models.tiny.sagemaker.accelerator: must be one of none, tensorrt-fp16"),
+        (("parity = { min_cosine = 0.98 }", "parity = { min_cosine = 0.98 }\nsagemaker = { preferred_batch_sizes = [4, 16] }"),
+         "models.tiny.sagemaker.preferred_batch_sizes: 16 is larger than serving.max_batch (8)"),
+        (("parity = { min_cosine = 0.98 }", "parity = { min_cosine = 0.98 }\nsagemaker = { preferred_batch_sizes = [] }"),
+         "models.tiny.sagemaker.preferred_batch_sizes: must be a non-empty list of integers in [1, 1024]"),
+        (("parity = { min_cosine = 0.98 }", "parity = { min_cosine = 0.98 }\nsagemaker = { max_queue_delay_us = 2000000 }"),
+         "models.tiny.sagemaker.max_queue_delay_us: must be an integer in [0, 1000000]"),
         (("parity = { min_cosine = 0.98 }", "parity = {}"), "models.tiny.parity.min_cosine: an embedding model needs"),
         (("parity = { min_cosine = 0.98 }", ""), "models.tiny.parity: missing required key"),
     ],
@@ -97,3 +107,16 @@ def test_cli_reports_bad_manifest_with_exit_code(tmp_path, capsys):
     bad.write_text(GOOD.replace("max_batch = 8", "max_batch = -1"))
     assert main(["--manifest", str(bad), "build"]) == 2
     assert "models.tiny.serving.max_batch" in capsys.readouterr().err
+
+
+def test_sagemaker_settings_scale_to_zero_and_batching():
+    spec = parse(GOOD.replace(
+        "parity = { min_cosine = 0.98 }",
+        'parity = { min_cosine = 0.98 }\ntarget = "sagemaker"\n'
+        'sagemaker = { min_instances = 0, max_instances = 2, accelerator = "tensorrt-fp16", preferred_batch_sizes = [4, 8] }', 1,
+    )).get("tiny")
+    settings = spec.sagemaker
+    assert (settings.min_instances, settings.max_instances, settings.accelerator) == (0, 2, "tensorrt-fp16")
+    assert settings.preferred_batch_sizes == (4, 8) and settings.max_queue_delay_us == 2000
+    # deployment-only settings: the artifact (and its cache key) does not depend on them
+    assert "sagemaker" not in spec.artifact_settings()

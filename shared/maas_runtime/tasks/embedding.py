@@ -25,7 +25,14 @@ class EmbeddingTask(TextTask):
                 "description": f"The embedding: {dimensions} floats"}
 
     def finish(self, prepared, outputs) -> Prediction:
-        vectors = mean_pool(outputs[0], prepared.feeds["attention_mask"])
+        """Token vectors (batch, tokens, hidden) are mean-pooled here; a graph that pools itself
+        (the GPU server's copy, whose answer must fit SageMaker's 6 MB) gives (batch, hidden).
+        L2 normalization stays here either way: `normalize` is a request parameter."""
+        vectors = outputs[0]
+        if vectors.ndim == 3:
+            vectors = mean_pool(vectors, prepared.feeds["attention_mask"])
+        elif vectors.ndim != 2:
+            raise ValueError(f"an embedding graph answers (batch, tokens, hidden) or (batch, hidden), got {vectors.shape}")
         if prepared.options["normalize"]:
             vectors = l2_normalize(vectors)
         return Prediction(outputs=embedding_json_values(vectors), usage=prepared.usage)
