@@ -23,6 +23,12 @@ ENV_API_KEY = "MAAS_API_KEY"
 ENV_TMP_DIR = "MAAS_TMP_DIR"
 """Where S3 artifacts are downloaded (default: the system temp folder, /tmp in Lambda)."""
 
+# The canary's pre-traffic hook (functions/pre_traffic_hook), one per model function.
+ENV_HOOK_TARGET_VERSION = "MAAS_HOOK_TARGET_VERSION"
+"""The qualified ARN of the version being deployed (the hook invokes it directly, not the alias)."""
+ENV_HOOK_REQUESTS = "MAAS_HOOK_REQUESTS"
+"""JSON list of the requests the hook sends that version, each with the answer it must get."""
+
 # SageMaker serving program (the container). SageMaker itself sets SM_MODEL_DIR in some images.
 ENV_SM_MODEL_DIR = "SM_MODEL_DIR"
 ENV_SERVING_PORT = "SAGEMAKER_BIND_TO_PORT"
@@ -31,18 +37,37 @@ DEFAULT_SERVING_PORT = 8080
 
 DEFAULT_CATALOG_FILE = "catalog.json"
 METRICS_NAMESPACE = "Maas"
+METRIC_SERVER_ERRORS = "server_errors"
+"""Counted once per 5xx answer, with the version that gave it: the canary rolls a version back on it."""
+METRIC_DIMENSION_MODEL = "model"
+METRIC_DIMENSION_VERSION = "version"
+METRIC_DIMENSION_SERVICE = "service"
 
 # --- request limits ----------------------------------------------------------------------------
-MAX_BODY_BYTES = 6 * 1024 * 1024
-"""Lambda's synchronous payload limit: a larger body never reaches a function in AWS."""
+MAX_BODY_BYTES = 5 * 1024 * 1024
+"""The largest request body the API takes, locally and in AWS alike. Lambda's 6 MB limit applies to
+the whole event (the body as a JSON string, headers and request context), so a body close to 6 MB
+never reaches a function there; 5 MiB leaves that room, and the function answers a larger one
+with its own 413. (A body whose JSON escaping would more than double it, such as pages of quotes,
+can still exceed the event limit below 5 MiB: API Gateway then answers 413 or 5xx itself.)"""
 MAX_JSON_DEPTH = 32
 """The deepest request we accept: an 8x8 image batch is 3 levels; thousands are an attack."""
 
 # --- SageMaker runtime client: the whole call, retries included, stays under API Gateway's 29 s.
 SAGEMAKER_CONNECT_TIMEOUT_S = 1
 SAGEMAKER_READ_TIMEOUT_S = 5
-SAGEMAKER_MAX_ATTEMPTS = 3
-"""Attempts in all, the first included (botocore's total_max_attempts). Worst case: 3 x (1 + 5) s plus standard-mode backoff (< 1 s, then < 2 s) = 21 s."""
+SAGEMAKER_MAX_ATTEMPTS = 2
+"""Attempts in all, the first included (botocore's total_max_attempts). Two: a read timeout is
+retried once at most, since a slow inference sent again costs the endpoint the same again."""
+SAGEMAKER_RETRY_AFTER_MAX_S = 5
+"""botocore's standard mode waits at most 2**(retry - 1) s before retry 1, 2, ... (for a throttle;
+less for other errors), plus at most this much more when the service sends x-amz-retry-after."""
+SAGEMAKER_WORST_CASE_S = SAGEMAKER_MAX_ATTEMPTS * (SAGEMAKER_CONNECT_TIMEOUT_S + SAGEMAKER_READ_TIMEOUT_S) + sum(
+    2 ** (retry - 1) + SAGEMAKER_RETRY_AFTER_MAX_S for retry in range(1, SAGEMAKER_MAX_ATTEMPTS)
+)
+"""The longest one InvokeEndpoint call can take, retries and backoff included: the proxy
+function's timeout is set above it (infra/), so a slow endpoint is the designed 504, not a
+Lambda timeout."""
 
 API_KEY_HEADER = "x-api-key"
 REQUEST_ID_HEADER = "x-request-id"
