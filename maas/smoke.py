@@ -207,6 +207,7 @@ def run_smoke(url: str, api_key: str | None, manifest) -> SmokeReport:
             card = public_card(_expect_ok(client.request("GET", route("get_model").render(name=quote(name, safe="")))))
             inputs = smoke_inputs(card.inputs)
             path = state["models"][name].get("invoke_path") or route(INVOKE).render(name=quote(name, safe=""))
+            state.setdefault("smoke", {})[name] = (path, inputs)
             body = _expect_ok(client.request(route(INVOKE).method, path, {"inputs": inputs}))
             if body.get("model") != name or body.get("version") != card.version:
                 raise SmokeFailure(f"answered as {body.get('model')} {body.get('version')}, not {name} {card.version}")
@@ -219,10 +220,11 @@ def run_smoke(url: str, api_key: str | None, manifest) -> SmokeReport:
         name = sorted(state["models"])[0]
         return route(INVOKE).render(name=quote(name, safe=""))
 
-    def refused(path_of: Callable[[], str], with_key: bool, key: str | None) -> Callable[[], str]:
+    def refused(with_key: bool, key: str | None) -> Callable[[], str]:
+        """A request that would succeed with the key (a model's smoke request), sent without a valid one."""
         def run() -> str:
-            other = Client(client.url, key)
-            answer = other.request(route(INVOKE).method, path_of(), {"inputs": [SMOKE_TEXT]}, with_key=with_key)
+            path, inputs = next(iter(state.get("smoke", {}).values()), (invoke_path(), [SMOKE_TEXT]))
+            answer = Client(client.url, key).request(route(INVOKE).method, path, {"inputs": inputs}, with_key=with_key)
             return _expect_error(answer, (401, 403), "a request without a valid API key")
         return run
 
@@ -234,9 +236,8 @@ def run_smoke(url: str, api_key: str | None, manifest) -> SmokeReport:
               skip=None if spec.name in listed else "not in the catalog")
     no_catalog = None if listed else "no catalog to pick a model from"
     no_key = None if api_key else "no --api-key given: the API was not expected to need one"
-    check("a request without an API key is refused", refused(invoke_path, False, None), skip=no_catalog or no_key)
-    check("a request with a wrong API key is refused", refused(invoke_path, True, "maas-smoke-not-a-key"),
-          skip=no_catalog or no_key)
+    check("a request without an API key is refused", refused(False, None), skip=no_catalog or no_key)
+    check("a request with a wrong API key is refused", refused(True, "maas-smoke-not-a-key"), skip=no_catalog or no_key)
     check("a malformed JSON body gets a JSON 4xx",
           lambda: _expect_error(client.request(route(INVOKE).method, invoke_path(), raw=b'{"inputs": ['),
                                 range(400, 500), "a malformed body"), skip=no_catalog)

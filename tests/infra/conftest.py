@@ -88,6 +88,12 @@ def project_copy(root: Path, repo: Path, manifest_text: str, copy_shared: bool =
     return root
 
 
+@pytest.fixture(scope="session")
+def copy_project():
+    """project_copy(root, repo, manifest_text, copy_shared=False) for tests that change the project."""
+    return project_copy
+
+
 VARIANT_CHANGES = (
     # minilm moves to SageMaker
     ('task = "embedding"\ntarget = "lambda"', 'task = "embedding"\ntarget = "sagemaker"'),
