@@ -111,8 +111,11 @@ GATEWAY_RESPONSES = (
      '"no such route or method; GET /openapi.json lists the API"', {}),
     ("ForbiddenResponse", apigw.ResponseType.INVALID_API_KEY, "403", "forbidden",
      '"a valid x-api-key header is required"', {}),
+    # The validator's own detail (validationErrorString) holds quotes and cannot be put in JSON
+    # here: the message says what the validator checks; API Gateway's message stays in "message".
     ("ValidationErrorResponse", apigw.ResponseType.BAD_REQUEST_BODY, "422", "validation_error",
-     "$context.error.messageString", {}),
+     '"the request body does not fit this route\'s schema (required fields, their types, at most the model\'s '
+     'serving.max_batch inputs); GET /openapi.json describes it"', {}),
     ("PayloadTooLargeResponse", apigw.ResponseType.REQUEST_TOO_LARGE, "413", "payload_too_large",
      f'"the request is too large; send at most {MAX_BODY_BYTES} bytes"', {}),
     ("ThrottledResponse", apigw.ResponseType.THROTTLED, "429", "throttled", '"too many requests; retry with backoff"',

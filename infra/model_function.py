@@ -55,6 +55,9 @@ MAX_TIMEOUT_S = 28
 """Under API Gateway's 29 s integration timeout: a function that runs longer is never answered."""
 PROXY_TIMEOUT_MARGIN_S = 2
 """Above the SageMaker client's worst case: the proxy's own work before and after the call."""
+HOOK_CHECKS_MAX_BYTES = 3 * 1024
+"""Lambda allows 4 KB of environment variables per function; the hook's checks must leave room
+for the target version's ARN."""
 
 
 def service_name(model_name: str) -> str:
@@ -224,7 +227,13 @@ class ModelFunction(Construct):
             description=f"maas pre-traffic hook for model {props.model_name}",
         )
         logs_group.grant_write(role)
-        checks = list(props.version_checks)
+        checks = json.dumps(list(props.version_checks), separators=(",", ":"))
+        if len(checks.encode()) > HOOK_CHECKS_MAX_BYTES:
+            raise ValueError(
+                f"{props.model_name}: the pre-traffic checks take {len(checks.encode())} bytes; Lambda's "
+                f"environment holds 4 KB in all (at most {HOOK_CHECKS_MAX_BYTES} for the checks), too little "
+                "for a smoke input this large"
+            )
         hook = lambda_.Function(
             self,
             "PreTrafficHook",
@@ -235,11 +244,8 @@ class ModelFunction(Construct):
             layers=props.hook_layers,
             memory_size=256,
             # Each check may take the function's whole timeout, plus a cold start (at most 10 s of init).
-            timeout=Duration.seconds(len(checks) * (props.settings.timeout_s + 10) + 30),
-            environment={
-                ENV_HOOK_TARGET_VERSION: version.function_arn,
-                ENV_HOOK_REQUESTS: json.dumps(checks, separators=(",", ":")),
-            },
+            timeout=Duration.seconds(len(props.version_checks) * (props.settings.timeout_s + 10) + 30),
+            environment={ENV_HOOK_TARGET_VERSION: version.function_arn, ENV_HOOK_REQUESTS: checks},
             role=role,
             log_group=logs_group,
             tracing=lambda_.Tracing.ACTIVE,
