@@ -14,6 +14,7 @@ import pytest
 
 from maas.lambda_worker import LambdaContext
 from maas.local_api import configure_local_environment, load_function_module, load_serving_module
+from maas_api.constants import SAGEMAKER_MAX_ATTEMPTS
 
 configure_local_environment()
 
@@ -290,11 +291,11 @@ def _client_for(proxy_module, url, **overrides):
 
 def test_throttling_is_retried_with_backoff_then_answered(proxy_module, artifacts, aws, fake_runtime):
     runtime, url = fake_runtime
-    runtime.throttle_first = 2
+    runtime.throttle_first = SAGEMAKER_MAX_ATTEMPTS - 1
     runtime.answer = json.dumps({"model": "minilm-gpu", "version": "1.0.0", "outputs": [[0.5], [0.25]], "usage": {"batch_size": 2}}).encode()
     status, body = result(proxy(proxy_module, artifacts, _client_for(proxy_module, url)).invoke(invoke_event("minilm-gpu", SENTENCES), LambdaContext()))
     assert status == 200 and body["outputs"] == [[0.5], [0.25]]
-    assert runtime.calls == 3
+    assert runtime.calls == SAGEMAKER_MAX_ATTEMPTS
 
 
 def test_throttling_that_persists_is_429_after_max_attempts(proxy_module, artifacts, aws, fake_runtime):
@@ -303,7 +304,7 @@ def test_throttling_that_persists_is_429_after_max_attempts(proxy_module, artifa
     response = proxy(proxy_module, artifacts, _client_for(proxy_module, url)).invoke(invoke_event("minilm-gpu", SENTENCES), LambdaContext())
     status, body = result(response)
     assert status == 429 and body["error"]["code"] == "throttled"
-    assert runtime.calls == proxy_module.client_config().retries["total_max_attempts"] == 3
+    assert runtime.calls == proxy_module.client_config().retries["total_max_attempts"] == SAGEMAKER_MAX_ATTEMPTS
     assert response["multiValueHeaders"]["Retry-After"] == ["1"]
 
 
