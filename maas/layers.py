@@ -182,7 +182,7 @@ API = LayerSpec(
     name="api",
     requirements=(POWERTOOLS, PYDANTIC, ORJSON),
     keep=(
-        "orjson",  # response bodies: a batch of 32 embeddings encodes in 0.24 ms instead of json's 2.7 ms
+        "orjson",  # response bodies: embeddings encode an order of magnitude faster than with json
         "aws-lambda-powertools",
         "jmespath",  # Logger's correlation paths; tiny, so not left to the runtime's copy
         "aws-xray-sdk",

@@ -169,9 +169,12 @@ class SageMakerBackend:
             )
             payload = json.loads(response["Body"].read())
         except ValueError:
-            raise BadGateway("the model endpoint answered with something other than JSON", code="upstream_error")
+            raise BadGateway("the model endpoint answered with something other than JSON", code="upstream_error",
+                             log={"endpoint": self.config.endpoint_name})
         except Exception as exc:
-            raise sagemaker_error(exc) from exc
+            error = sagemaker_error(exc)
+            error.log["endpoint"] = self.config.endpoint_name
+            raise error from exc
         if not isinstance(payload, dict) or not isinstance(payload.get("outputs"), list):
             raise BadGateway("the model endpoint's answer has no outputs", code="upstream_error")
         if len(payload["outputs"]) != len(inputs):
@@ -182,6 +185,13 @@ class SageMakerBackend:
             "outputs": payload["outputs"],
             "usage": payload.get("usage") if isinstance(payload.get("usage"), dict) else {},
         }
+
+    def check(self) -> dict:
+        """The minimal check: the model is in the catalog and an endpoint is configured. It does not
+        call the endpoint (each call is billed, and SageMaker's own health checks watch /ping)."""
+        if not self.config.endpoint_name:
+            raise Unavailable("this function has no SageMaker endpoint configured", code="misconfigured")
+        return {"version": self._entry().card.version}
 
     def status(self) -> dict:
         try:

@@ -37,6 +37,7 @@ from maas_api.constants import (
     MAX_BODY_BYTES,
 )
 from maas_api.errors import ApiError, PayloadTooLarge, Unprocessable, envelope, from_runtime
+from maas_api.framing import content_length
 from maas_api.function import validation_message, check_json_body
 from maas_api.schemas import InvokeRequest
 from maas_runtime import CARD_FILE, RuntimeLibraryError, load_model, read_card, verify_artifact
@@ -108,10 +109,12 @@ def _handler_class(server: Server, runtime_api: bool):
             if path.rstrip("/") != "/invocations" and not runtime:
                 self._send(404, envelope("not_found", "the container answers GET /ping and POST /invocations", None))
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                error = PayloadTooLarge(f"the request body is {length} bytes; the limit is {MAX_BODY_BYTES}")
-                self.close_connection = True
+            try:
+                length = content_length(self.headers)
+                if length > MAX_BODY_BYTES:
+                    raise PayloadTooLarge(f"the request body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+            except ApiError as error:
+                self.close_connection = True  # the body stays unread
                 self._send(int(error.status), envelope(error.code, error.message, None))
                 return
             status, payload = server.invoke(self.rfile.read(length), self.headers.get("Content-Type"))

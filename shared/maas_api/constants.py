@@ -52,6 +52,8 @@ with its own 413. (A body whose JSON escaping would more than double it, such as
 can still exceed the event limit below 5 MiB: API Gateway then answers 413 or 5xx itself.)"""
 MAX_JSON_DEPTH = 32
 """The deepest request we accept: an 8x8 image batch is 3 levels; thousands are an attack."""
+HEALTH_CACHE_S = 5.0
+"""How long GET /health reuses its last smoke inference (and a failure): probes cost no model time."""
 
 # --- SageMaker runtime client: the whole call, retries included, stays under API Gateway's 29 s.
 SAGEMAKER_CONNECT_TIMEOUT_S = 1
@@ -68,6 +70,13 @@ SAGEMAKER_WORST_CASE_S = SAGEMAKER_MAX_ATTEMPTS * (SAGEMAKER_CONNECT_TIMEOUT_S +
 """The longest one InvokeEndpoint call can take, retries and backoff included: the proxy
 function's timeout is set above it (infra/), so a slow endpoint is the designed 504, not a
 Lambda timeout."""
+
+# --- S3 client for artifacts: a cold start's download fails within Lambda's 10 s init, not hangs.
+S3_CONNECT_TIMEOUT_S = 2
+S3_READ_TIMEOUT_S = 5
+"""Per read: a large object streams in many reads, each within this."""
+S3_MAX_ATTEMPTS = 2
+"""Attempts in all per object (botocore's total_max_attempts), the first included."""
 
 API_KEY_HEADER = "x-api-key"
 REQUEST_ID_HEADER = "x-request-id"

@@ -30,7 +30,11 @@ class InvokeResponse(BaseModel):
     model: str
     version: str
     outputs: list[Any]
-    usage: dict[str, Any]
+    usage: dict[str, int] = Field(
+        ...,
+        description="batch_size; text models also input_tokens and truncated_inputs (how many inputs were longer "
+                    "than the model's max_sequence_length tokens and were truncated)",
+    )
 
 
 class EmbeddingsRequest(BaseModel):
@@ -54,6 +58,12 @@ class Embedding(BaseModel):
 class EmbeddingsUsage(BaseModel):
     prompt_tokens: int
     total_tokens: int
+    truncated_inputs: int = Field(
+        0,
+        description="How many inputs were longer than the model's max_sequence_length tokens and were truncated "
+                    "(OpenAI's answer has no such field; OpenAI clients keep it as an extra one). "
+                    "POST /models/<name>/invoke with parameters.truncate false refuses such inputs instead.",
+    )
 
 
 class EmbeddingsResponse(BaseModel):
@@ -77,10 +87,13 @@ class ModelList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "degraded"]
+    """The model answered its smoke input through the loaded session (a failure is a 503 error instead)."""
+
+    status: Literal["ok"]
     model: str
-    version: str | None = None
+    version: str
     loaded: bool
+    checked_at: str = Field(..., description="When the smoke input last ran (UTC, ISO 8601); checks are reused briefly")
 
 
 class ErrorDetail(BaseModel):

@@ -199,7 +199,8 @@ def _check_version(version: Any) -> None:
 
 def check_file_name(name: str) -> str:
     """An artifact's file names are plain names in its own folder: no paths, no hidden files."""
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith(".") or name == CARD_FILE:
+    if (not isinstance(name, str) or not name or name.startswith(".") or name == CARD_FILE
+            or any(c in name for c in "/\\:\0")):
         raise ArtifactError(f"model card names an unsafe file path {name!r}")
     return name
 

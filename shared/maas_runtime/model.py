@@ -10,7 +10,7 @@ from pathlib import Path
 from .artifact import verify_artifact
 from .engine import Engine, OnnxEngine
 from .errors import InvalidInput, LimitExceeded
-from .session import get_session
+from .session import drop_sessions, get_session
 from .tasks import Prediction, task_for
 
 
@@ -64,6 +64,12 @@ def load_model(folder: str | os.PathLike) -> Model:
         return model
 
 
-def forget_models() -> None:
+def forget_models(folder: str | os.PathLike | None = None) -> None:
+    """Forget loaded models (all, or the one in `folder`) and their sessions: a folder that failed
+    to load or was deleted must not keep its memory, nor answer for a later download."""
     with _lock:
-        _models.clear()
+        if folder is None:
+            _models.clear()
+        else:
+            _models.pop(os.path.realpath(folder), None)
+    drop_sessions(folder)

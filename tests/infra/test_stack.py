@@ -53,7 +53,7 @@ def test_one_function_per_light_model_and_a_proxy_per_heavy_model(synth, manifes
         else:
             assert "MAAS_MODEL_DIR" not in env and "MAAS_MODEL_S3_URI" not in env
             assert set(env["MAAS_SAGEMAKER_ENDPOINT"]["Fn::GetAtt"][1:]) == {"EndpointName"}
-            assert len(props["Layers"]) == 1  # the api layer only: no onnxruntime in the proxy
+            assert len(props["Layers"]) == 2  # it reads model cards (maas_runtime) and answers through maas_api
 
 
 def test_heavy_models_get_a_gpu_endpoint_with_autoscaling(synth, manifest):

@@ -18,6 +18,12 @@ class EmbeddingTask(TextTask):
         prepared.options["normalize"] = normalize
         return prepared
 
+    @classmethod
+    def output_schema(cls, card) -> dict:
+        dimensions = card.outputs.dimensions
+        return {"type": "array", "items": {"type": "number"}, "minItems": dimensions, "maxItems": dimensions,
+                "description": f"The embedding: {dimensions} floats"}
+
     def finish(self, prepared, outputs) -> Prediction:
         vectors = mean_pool(outputs[0], prepared.feeds["attention_mask"])
         if prepared.options["normalize"]:

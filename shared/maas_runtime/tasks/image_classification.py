@@ -25,22 +25,10 @@ class ImageClassificationTask(LabelledTask):
         self.graph_shape = [d if isinstance(d, int) else -1 for d in engine.input_shapes[self.input_name]]
 
     def pixels(self, inputs: list) -> np.ndarray:
-        """The batch as float32 (batch, *shape), values checked against the card's range."""
-        size = math.prod(self.shape)
-        rows = []
-        for i, image in enumerate(inputs):
-            flat = _flatten_numbers(image, f"inputs[{i}]")
-            if len(flat) != size:
-                raise InvalidInput(
-                    f"inputs[{i}] must hold {size} pixel values "
-                    f"({'x'.join(map(str, self.shape))}), got {len(flat)}"
-                )
-            rows.append(flat)
-        pixels = np.asarray(rows, dtype=np.float64)
-        if not np.isfinite(pixels).all() or pixels.min() < self.low or pixels.max() > self.high:
-            bad = int(np.argwhere(~((pixels >= self.low) & (pixels <= self.high)))[0][0])
-            raise InvalidInput(f"inputs[{bad}]: pixel values must be numbers from {self.low:g} to {self.high:g}")
-        return pixels.astype(np.float32)
+        """The batch as float32 (batch, *shape), every value checked in Python first: a number
+        that numpy cannot hold (a 400-digit integer) is refused here, not overflowed there."""
+        rows = [_pixels(image, self.shape, self.low, self.high, f"inputs[{i}]") for i, image in enumerate(inputs)]
+        return np.asarray(rows, dtype=np.float32)
 
     def feeds(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         scaled = pixels * np.float32(self.scale)
@@ -56,19 +44,58 @@ class ImageClassificationTask(LabelledTask):
     def finish(self, prepared, outputs) -> Prediction:
         return Prediction(outputs=self.ranked(softmax(outputs[0]), prepared.options["top_k"]), usage=prepared.usage)
 
-    def smoke_input(self) -> list:
-        return [[[self.low] * self.shape[-1]] * (math.prod(self.shape) // self.shape[-1])]
+    @classmethod
+    def example_inputs(cls, card) -> list:
+        *rows, width = card.inputs.shape
+        return [[[card.inputs.min] * width] * math.prod(rows)]
+
+    @classmethod
+    def input_schema(cls, card) -> dict:
+        spec = card.inputs
+        pixel = {"type": "number", "minimum": spec.min, "maximum": spec.max}
+        nested = pixel
+        for size in reversed(spec.shape):
+            nested = {"type": "array", "items": nested, "minItems": size, "maxItems": size}
+        size = math.prod(spec.shape)
+        shape = "x".join(map(str, spec.shape))
+        return {
+            "oneOf": [nested, {"type": "array", "items": pixel, "minItems": size, "maxItems": size}],
+            "description": f"One image: {shape} nested rows, or {size} values flat; each from {spec.min:g} to {spec.max:g}",
+        }
 
 
-def _flatten_numbers(value, where: str) -> list:
-    """An image as nested lists (8x8) or a flat list (64) of numbers."""
-    if not isinstance(value, list):
-        raise InvalidInput(f"{where} must be a list of pixel rows, got {type(value).__name__}")
-    flat: list = []
-    for r, row in enumerate(value):
-        cells = row if isinstance(row, list) else [row]
-        for cell in cells:
-            if isinstance(cell, bool) or not isinstance(cell, (int, float)):
-                raise InvalidInput(f"{where}[{r}] must hold numbers only, got {type(cell).__name__}")
-            flat.append(cell)
-    return flat
+def _pixels(image, shape: tuple[int, ...], low: float, high: float, where: str) -> list:
+    """One image's values, flat: exactly `shape` as nested lists, or a flat list of prod(shape)."""
+    size = math.prod(shape)
+    if not isinstance(image, list):
+        raise InvalidInput(f"{where} must be a list of pixel rows, got {type(image).__name__}")
+    if image and all(isinstance(row, list) for row in image):
+        flat = _flatten(image, shape, where)
+    elif len(image) == size:
+        flat = image
+    else:
+        raise InvalidInput(
+            f"{where} must be {'x'.join(map(str, shape))} nested rows or {size} values flat, got {len(image)} items"
+        )
+    for j, value in enumerate(flat):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInput(f"{where}: pixel {j} must be a number, got {type(value).__name__}")
+        # Python's own comparison: exact for an int of any size, false for NaN, nothing to overflow.
+        if not low <= value <= high:
+            raise InvalidInput(f"{where}: pixel {j} must be from {low:g} to {high:g}")
+    return [float(v) for v in flat]
+
+
+def _flatten(image: list, shape: tuple[int, ...], where: str) -> list:
+    """Nested rows of exactly `shape`, flattened; anything else is refused with its position."""
+    level = [(image, where)]
+    for depth, size in enumerate(shape):
+        last = depth == len(shape) - 1
+        nxt = []
+        for items, place in level:
+            if not isinstance(items, list) or len(items) != size:
+                got = f"{len(items)} items" if isinstance(items, list) else type(items).__name__
+                raise InvalidInput(f"{place} must be a list of {size} {'values' if last else 'rows'}, got {got}")
+            nxt.extend((item, f"{place}[{k}]") for k, item in enumerate(items))
+        level = nxt
+    return [value for value, _ in level]
