@@ -170,7 +170,7 @@ class MaasStack(Stack):
                 description=f"maas {spec.name} {spec.version} ({spec.target}): {spec.description}",
                 hook_code=root / FUNCTIONS_DIR / HOOK_HANDLER,
                 hook_layers=self.layers.layers_for(lam.architecture, HOOK_LAYERS),
-                version_checks=tuple(version_checks(spec.name, ModelCard.read(folder).inputs)),
+                version_checks=tuple(version_checks(spec.name, ModelCard.read(folder))),
             ))
             if endpoint is not None:
                 endpoint.grant_invoke(function.role)

@@ -6,9 +6,10 @@ smoke input (derived from its card's `inputs`, the only thing a remote client kn
 a request without the API key is refused with the JSON 403; a malformed body, a body that breaks
 the schema and an unknown route get JSON 4xx answers in the API's error envelope.
 
-The smoke input is derived here and only here (`smoke_inputs`): this command sends it, and the
-CDK app gives it to each model's pre-traffic hook (`version_checks`), which sends it to a new
-version before CodeDeploy shifts any traffic to it.
+The smoke input is the task's own example batch for the card (maas_runtime's
+`Task.example_inputs`, what /health runs too): this command sends it, and the CDK app gives it to
+each model's pre-traffic hook (`version_checks`), which sends it to a new version before
+CodeDeploy shifts any traffic to it.
 
 The HTTP client is the standard library's urllib: one request per check, no retries (a flapping
 answer right after a deploy is a finding, not noise to smooth over).
@@ -17,7 +18,6 @@ answer right after a deploy is a finding, not noise to smooth over).
 from __future__ import annotations
 
 import json
-import math
 import time
 import urllib.error
 import urllib.request
@@ -27,27 +27,21 @@ from urllib.parse import quote
 
 from maas_api.constants import API_KEY_HEADER, JSON
 from maas_api.routes import INVOKE, route
-from maas_runtime.card import InputSpec, ModelCard
+from maas_runtime.card import ModelCard
+from maas_runtime.tasks import task_for
 
-SMOKE_TEXT = "The quick brown fox jumps over the lazy dog."
 TIMEOUT_S = 35.0
 """Per request: above API Gateway's 29 s integration limit, so a slow model shows as its 504."""
 CATALOG_EXTRAS = ("target", "description")
 """What GET /models/{name} adds to the model card (maas_api.catalog)."""
 
 
-def smoke_inputs(inputs: InputSpec) -> list:
-    """A one-input batch every model with these inputs accepts: a short sentence for text, an
-    image of the lowest allowed pixel value (as rows) for images."""
-    if inputs.type == "text":
-        return [SMOKE_TEXT]
-    if inputs.type == "image":
-        width = inputs.shape[-1]
-        return [[[inputs.min] * width for _ in range(math.prod(inputs.shape) // width)]]
-    raise ValueError(f"no smoke input for inputs of type {inputs.type!r}")
+def smoke_inputs(card: ModelCard) -> list:
+    """A small batch the model accepts, from its card alone (all a remote client has of it)."""
+    return task_for(card.task).example_inputs(card)
 
 
-def version_checks(name: str, inputs: InputSpec) -> list[dict]:
+def version_checks(name: str, card: ModelCard) -> list[dict]:
     """What a model function's pre-traffic hook sends a new version, and what each answer must hold.
 
     Each check: {"method", "path", "body" (JSON or None), "expect" (keys the JSON answer must have
@@ -57,7 +51,7 @@ def version_checks(name: str, inputs: InputSpec) -> list[dict]:
     health = route("health")
     return [
         {"method": health.method, "path": health.path, "body": None, "expect": {"status": "ok", "model": name}},
-        {"method": invoke.method, "path": invoke.render(name=name), "body": {"inputs": smoke_inputs(inputs)},
+        {"method": invoke.method, "path": invoke.render(name=name), "body": {"inputs": smoke_inputs(card)},
          "expect": {"model": name}},
     ]
 
@@ -205,7 +199,7 @@ def run_smoke(url: str, api_key: str | None, manifest) -> SmokeReport:
     def answers(name: str) -> Callable[[], str]:
         def run() -> str:
             card = public_card(_expect_ok(client.request("GET", route("get_model").render(name=quote(name, safe="")))))
-            inputs = smoke_inputs(card.inputs)
+            inputs = smoke_inputs(card)
             path = state["models"][name].get("invoke_path") or route(INVOKE).render(name=quote(name, safe=""))
             state.setdefault("smoke", {})[name] = (path, inputs)
             body = _expect_ok(client.request(route(INVOKE).method, path, {"inputs": inputs}))
@@ -223,7 +217,7 @@ def run_smoke(url: str, api_key: str | None, manifest) -> SmokeReport:
     def refused(with_key: bool, key: str | None) -> Callable[[], str]:
         """A request that would succeed with the key (a model's smoke request), sent without a valid one."""
         def run() -> str:
-            path, inputs = next(iter(state.get("smoke", {}).values()), (invoke_path(), [SMOKE_TEXT]))
+            path, inputs = next(iter(state.get("smoke", {}).values()), (invoke_path(), ["maas smoke"]))
             answer = Client(client.url, key).request(route(INVOKE).method, path, {"inputs": inputs}, with_key=with_key)
             return _expect_error(answer, (401, 403), "a request without a valid API key")
         return run

@@ -112,7 +112,7 @@ def test_a_pre_traffic_hook_tries_the_new_version_before_any_traffic(synth, mani
         # ... with the model's own smoke checks (from its card) ...
         card = ModelCard.read(artifact_dir(artifacts.root, name, spec.version))
         checks = json.loads(env["MAAS_HOOK_REQUESTS"])
-        assert checks == version_checks(name, card.inputs)
+        assert checks == version_checks(name, card)
         assert {c["path"] for c in checks} == {"/health", f"/models/{name}/invoke"}
         # ... long enough to wait for each of them, and allowed to invoke that version and nothing else.
         assert hook["Timeout"] >= len(checks) * functions[d.function_id]["Properties"]["Timeout"]
@@ -228,7 +228,7 @@ def test_the_gateway_caps_inputs_at_each_models_batch_limit(synth, manifest):
             schema = models[by_id[_ref(props["RequestModels"]["application/json"])]]
             # API Gateway validates with JSON Schema draft 4: so does this.
             validator = jsonschema.Draft4Validator(schema)
-            sample = version_checks(spec.name, _card(spec).inputs)[1]["body"]["inputs"][0]
+            sample = version_checks(spec.name, _card(spec))[1]["body"]["inputs"][0]
             assert validator.is_valid({"inputs": [sample] * limit})
             assert not validator.is_valid({"inputs": [sample] * (limit + 1)})
             assert not validator.is_valid({"inputs": []}) and not validator.is_valid({"parameters": {}})
