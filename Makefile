@@ -5,12 +5,16 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# cfn-lint (+ cfn-lint-serverless) and checkov run on the synthesized template in the tests; they live in
+# their own environment because checkov pins versions of boto3, packaging and networkx the project does not use.
+LINT_VENV := .cache/tools/iac-lint
+LINT_TOOLS := cfn-lint==1.58.0 cfn-lint-serverless==0.3.6 checkov==3.3.30
 PORT ?= 3000
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export NODE_NO_WARNINGS := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup build serve test bench synth clean triton
+.PHONY: setup build serve test bench synth lint lint-tools clean triton
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +24,18 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 node_modules/.installed: $(wildcard package.json package-lock.json)
+	@node -e 'process.exit(+process.versions.node.split(".")[0] < 22)' || \
+		echo "note: Node $$(node --version) is end-of-life; the CDK CLI supports Node 22 and 24" >&2
 	@if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; fi
 	mkdir -p node_modules && touch $@
+
+$(LINT_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet --upgrade pip
+	$(LINT_VENV)/bin/pip install --quiet $(LINT_TOOLS)
+	touch $@
+
+lint-tools: $(LINT_VENV)/.installed
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -49,7 +63,7 @@ build: setup
 serve: build triton
 	$(BIN)/maas serve --port $(PORT)
 
-test: build triton
+test: build triton lint-tools
 	$(BIN)/python -m pytest -q
 
 bench: build
@@ -57,6 +71,10 @@ bench: build
 
 synth: build
 	npx cdk synth --quiet
+
+# cfn-lint and checkov on the synthesized templates; what they may still report is in infra/lint-exceptions.toml.
+lint: build lint-tools
+	$(BIN)/python -m pytest -q tests/infra/test_lint.py
 
 clean:
 	rm -rf build cdk.out .cache

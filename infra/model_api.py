@@ -4,34 +4,45 @@ Its resources and methods are generated from the API's route table (maas_api.rou
 model's routes (`add_model_routes`, only those its task has) go to that model's own function
 alias; the shared routes (`add_shared_routes`) go to the default function. Every method needs an
 API key (x-api-key), bound to a usage plan with throttling and a quota. A route with a JSON body
-is validated against a JSON-schema model (made from the route's request model) before any
-function runs; the stage (`prod`) has access logs in JSON to a log group with retention, X-Ray
-tracing, per-method metrics and ERROR execution logs. Gateway errors (unknown route, bad key,
-invalid body, throttled) answer with the API's JSON error envelope.
+is validated against a JSON-schema model (made from the route's request model, with the model's
+batch limit) before any function runs; the stage (`prod`) has access logs in JSON to a log group
+with retention, X-Ray tracing, per-method metrics and ERROR execution logs. Gateway errors
+(unknown route, bad key, invalid body, too large, throttled) answer with the API's JSON error
+envelope.
+
+Throttling: besides the stage's and the usage plan's limits, every method is throttled to its
+function's share of what that function can take (`RouteLimits`), so that a burst is answered
+with API Gateway's 429 (with Retry-After) rather than reaching Lambda's concurrency limit, which
+API Gateway reports to the client as a 500.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import Annotations, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 from pydantic import BaseModel
 
-from maas_api.constants import JSON
+from maas_api.constants import JSON, MAX_BODY_BYTES
 from maas_api.routes import RouteSpec, model_routes, shared_routes
 
 from .nag import acknowledge
 
 STAGE = "prod"
+RETRY_AFTER_S = 1
+"""What a throttled client is told to wait (the gateway's token bucket refills every second)."""
 
 
 @dataclass(frozen=True)
 class ModelApiProps:
-    """Throttling, quota and log retention; every field has its default here and nowhere else."""
+    """Throttling, quota, logging; every field has its default here and nowhere else."""
 
     rate_limit: float = 50
     """Steady requests per second, per stage and per API key."""
@@ -39,16 +50,83 @@ class ModelApiProps:
     """Requests allowed at once above the steady rate."""
     quota_per_day: int = 100_000
     """Requests per API key per day."""
+    lambda_concurrency: int = 1000
+    """The Lambda concurrency quota of the account and region deployed to (AWS's default; a new
+    account may start far lower: `aws lambda get-account-settings`). The stack's functions share
+    it; each model's routes are throttled to its function's share of it."""
+    mean_invocation_s: float = 1.0
+    """The mean time an invocation is assumed to take when a concurrency budget is turned into a
+    request rate (Little's law: rate = concurrency / duration). Warm demo models answer in
+    milliseconds, so one second leaves room for batches and cold starts."""
+    cloud_watch_role: bool = False
+    """Create API Gateway's CloudWatch role and set it on the account (one setting per account and
+    region, shared by every REST API there): only where nothing has set it yet. Created with
+    RETAIN, so deleting this stack never takes logging away from other APIs."""
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
     """How long access logs are kept."""
 
 
+@dataclass(frozen=True)
+class RouteLimits:
+    """What one model's function can take; its routes let through no more than that."""
+
+    max_batch: int
+    """Inputs per request (the manifest's serving.max_batch): maxItems in the gateway's request models."""
+    concurrency: int
+    """Invocations the function can count on at once (reserved, or its share of the account's)."""
+    rate: float
+    """Requests per second the model can answer (its concurrency over the mean invocation time,
+    or less when an endpoint behind it takes less)."""
+
+
+@dataclass(frozen=True)
+class ApiModel:
+    """A model whose routes this API serves, and its limits."""
+
+    name: str
+    task: str
+    limits: RouteLimits
+
+
 def _error_template(code: str, message: str) -> dict:
+    """The API's error envelope as a gateway response template.
+
+    Gateway response templates are not VTL: API Gateway only substitutes `$context` variables, so
+    nothing can be escaped there. `message` is therefore either a literal JSON string or
+    `$context.error.messageString` (documented as the quoted, JSON-ready message); variables that
+    may carry quotes (validationErrorString, the client's path) are never put inside a string.
+    """
     body = (
-        '{"error": {"code": "' + code + '", "message": ' + message + ', '
-        '"request_id": "$context.requestId"}, "message": $context.error.messageString}'
+        '{"error": {"code": "' + code + '", "message": ' + message + '}, '
+        '"request_id": "$context.requestId", "message": $context.error.messageString}'
     )
     return {JSON: body}
+
+
+GATEWAY_RESPONSES = (
+    # (construct id: kept stable, since a gateway response re-created under a new id is reset to
+    #  AWS's default when the old one is deleted; type; status; code; message: a JSON string
+    #  literal or $context.error.messageString; extra headers)
+    ("NotFoundResponse", apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "404", "not_found",
+     '"no such route or method; GET /openapi.json lists the API"', {}),
+    ("ForbiddenResponse", apigw.ResponseType.INVALID_API_KEY, "403", "forbidden",
+     '"a valid x-api-key header is required"', {}),
+    # The validator's own detail (validationErrorString) holds quotes and cannot be put in JSON
+    # here: the message says what the validator checks; API Gateway's message stays in "message".
+    ("ValidationErrorResponse", apigw.ResponseType.BAD_REQUEST_BODY, "422", "validation_error",
+     '"the request body does not fit this route\'s schema (required fields, their types, at most the model\'s '
+     'serving.max_batch inputs); GET /openapi.json describes it"', {}),
+    ("PayloadTooLargeResponse", apigw.ResponseType.REQUEST_TOO_LARGE, "413", "payload_too_large",
+     f'"the request is too large; send at most {MAX_BODY_BYTES} bytes"', {}),
+    ("ThrottledResponse", apigw.ResponseType.THROTTLED, "429", "throttled", '"too many requests; retry with backoff"',
+     {"Retry-After": f"'{RETRY_AFTER_S}'"}),
+    ("QuotaExceededResponse", apigw.ResponseType.QUOTA_EXCEEDED, "429", "quota_exceeded",
+     '"the API key\'s daily quota is used up"', {}),
+    # Every other 4xx (an authorizer's or WAF's refusal, a bad parameter): the gateway's own type as the code.
+    ("Default4xxResponse", apigw.ResponseType.DEFAULT_4_XX, None, "$context.error.responseType",
+     "$context.error.messageString", {}),
+    ("GatewayErrorResponse", apigw.ResponseType.DEFAULT_5_XX, None, "gateway_error", "$context.error.messageString", {}),
+)
 
 
 _JSON_TYPES = {
@@ -62,12 +140,15 @@ _JSON_TYPES = {
 }
 
 
-def gateway_schema(model: type[BaseModel]) -> apigw.JsonSchema:
+def gateway_schema(model: type[BaseModel], max_items: int | None = None) -> apigw.JsonSchema:
     """A shallow draft-4 copy of a request model for API Gateway's validator.
 
     Required fields, each field's JSON type(s), minItems and minLength: enough to turn away a
-    body that is not the right shape before a function is billed. The function validates the
-    whole model, with messages that name the problem.
+    body that is not the right shape before a function is billed. With `max_items` (a model's
+    batch limit), every array of the body gets it as maxItems: in the request models of the route
+    table, the arrays are the batch of inputs (maxItems does not apply to a value that is not an
+    array, such as the single-string OpenAI `input`). The function validates the whole model,
+    with messages that name the problem.
     """
     schema = model.model_json_schema()
     properties = {}
@@ -76,6 +157,7 @@ def gateway_schema(model: type[BaseModel]) -> apigw.JsonSchema:
         properties[name] = apigw.JsonSchema(
             type=(types[0] if len(types) == 1 else types) or None,
             min_items=prop.get("minItems"),
+            max_items=max_items if apigw.JsonSchemaType.ARRAY in types else None,
             min_length=prop.get("minLength"),
         )
     return apigw.JsonSchema(
@@ -87,20 +169,31 @@ def gateway_schema(model: type[BaseModel]) -> apigw.JsonSchema:
     )
 
 
+def method_key(spec: RouteSpec, path: str) -> str:
+    """A stage's method-settings key: /models/minilm/invoke/POST."""
+    return f"{path}/{spec.method}"
+
+
 class ModelApi(Construct):
-    def __init__(self, scope: Construct, construct_id: str, props: ModelApiProps = ModelApiProps()) -> None:
+    def __init__(self, scope: Construct, construct_id: str, props: ModelApiProps, models: Sequence[ApiModel],
+                 default: str) -> None:
         super().__init__(scope, construct_id)
         self.props = props
+        self.models = {m.name: m for m in models}
+        self.default = self.models[default]
         self.access_logs = logs.LogGroup(
             self, "AccessLogs", retention=props.log_retention, removal_policy=RemovalPolicy.DESTROY
         )
+        self.method_limits = self._method_limits()
         self.api = apigw.RestApi(
             self,
             "Api",
+            # The stack's name makes it unique in the region: the alarms' ApiName dimension is this name.
+            rest_api_name=f"{Stack.of(self).stack_name}-api",
             description="maas: models behind one API (routes per model, API key required)",
             endpoint_types=[apigw.EndpointType.REGIONAL],
-            cloud_watch_role=True,
-            cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
+            cloud_watch_role=props.cloud_watch_role,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN if props.cloud_watch_role else None,
             deploy_options=apigw.StageOptions(
                 stage_name=STAGE,
                 tracing_enabled=True,
@@ -109,30 +202,25 @@ class ModelApi(Construct):
                 data_trace_enabled=False,  # request bodies (user data) stay out of the logs
                 throttling_rate_limit=props.rate_limit,
                 throttling_burst_limit=props.burst_limit,
+                method_options={
+                    key: apigw.MethodDeploymentOptions(throttling_rate_limit=rate, throttling_burst_limit=burst)
+                    for key, (rate, burst) in self.method_limits.items()
+                },
                 access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
-                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
-                    caller=False, http_method=True, ip=True, protocol=True, request_time=True,
-                    resource_path=True, response_length=True, status=True, user=False,
-                ),
+                access_log_format=_access_log_format(),
             ),
             default_method_options=apigw.MethodOptions(api_key_required=True),
         )
         self.body_validator = self.api.add_request_validator(
             "BodyValidator", validate_request_body=True, validate_request_parameters=True
         )
-        self.request_models: dict[type, apigw.Model] = {}
-        for response_type, status, code, message in (
-            (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "404", "not_found", '"no such route: $context.httpMethod $context.path"'),
-            (apigw.ResponseType.INVALID_API_KEY, "403", "forbidden", '"a valid x-api-key header is required"'),
-            (apigw.ResponseType.BAD_REQUEST_BODY, "422", "validation_error", '"$context.error.validationErrorString"'),
-            (apigw.ResponseType.THROTTLED, "429", "throttled", '"too many requests; retry with backoff"'),
-            (apigw.ResponseType.QUOTA_EXCEEDED, "429", "quota_exceeded", '"the API key\'s quota is used up"'),
-            (apigw.ResponseType.DEFAULT_5_XX, None, "gateway_error", "$context.error.messageString"),
-        ):
+        self.request_models: dict[tuple[type, int], apigw.Model] = {}
+        for response_id, response_type, status, code, message, headers in GATEWAY_RESPONSES:
             self.api.add_gateway_response(
-                f"{code.title().replace('_', '')}Response",
+                response_id,
                 type=response_type,
                 status_code=status,
+                response_headers=headers or None,
                 templates=_error_template(code, message),
             )
         self.api_key = self.api.add_api_key("ApiKey", description="maas default API key")
@@ -153,42 +241,95 @@ class ModelApi(Construct):
             ("AwsSolutions-COG4", "No Cognito user pool: API keys with a usage plan (see APIG4)."),
         ):
             acknowledge(self.api, rule, reason)
-        acknowledge(
-            self.api, "AwsSolutions-IAM4",
-            "API Gateway's account-level CloudWatch role uses AWS's managed AmazonAPIGatewayPushToCloudWatchLogs, the "
-            "policy AWS documents for it.",
-            findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",),
-        )
+        if props.cloud_watch_role:
+            acknowledge(
+                self.api, "AwsSolutions-IAM4",
+                "API Gateway's account-level CloudWatch role uses AWS's managed AmazonAPIGatewayPushToCloudWatchLogs, "
+                "the policy AWS documents for it.",
+                findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",),
+            )
 
-    def add_model_routes(self, name: str, task: str, target: lambda_.IFunction) -> None:
-        """The model routes a model of this task has (/models/<name>, /models/<name>/invoke, ...), to its function."""
-        for spec in model_routes(task):
-            self._add(spec, spec.render(name=name), target)
+    # --- routes -----------------------------------------------------------------------------------
+
+    def routes(self) -> list[tuple[RouteSpec, str, ApiModel]]:
+        """Every method of the API: its route, its concrete path and the model whose function answers."""
+        found = [(spec, spec.render(name=m.name), m) for m in self.models.values() for spec in model_routes(m.task)]
+        return found + [(spec, spec.path, self.default) for spec in shared_routes()]
+
+    def _method_limits(self) -> dict[str, tuple[float, int]]:
+        """(rate, burst) per method: its function's limits shared equally by the methods it answers,
+        never above the stage's own. A burst is at least 1 (0 would close the route), so a function
+        with fewer concurrent executions than methods is warned about at synth."""
+        routes = self.routes()
+        methods = Counter(model.name for _, _, model in routes)
+        for name, count in methods.items():
+            if self.models[name].limits.concurrency < count:
+                Annotations.of(self).add_warning_v2(
+                    "maas:concurrencyBelowRoutes",
+                    f"{name}: {count} routes share {self.models[name].limits.concurrency} concurrent executions; each "
+                    "route still lets 1 request through at a time, so Lambda may throttle (raise its concurrency)",
+                )
+        limits = {}
+        for spec, path, model in routes:
+            share = methods[model.name]
+            rate = min(self.props.rate_limit, model.limits.rate / share)
+            burst = min(self.props.burst_limit, max(1, model.limits.concurrency // share))
+            limits[method_key(spec, path)] = (round(rate, 3), burst)
+        return limits
+
+    def add_model_routes(self, name: str, target: lambda_.IFunction) -> None:
+        """The model routes a model of its task has (/models/<name>, /models/<name>/invoke, ...), to its function."""
+        model = self.models[name]
+        for spec in model_routes(model.task):
+            self._add(spec, spec.render(name=name), target, model.limits)
 
     def add_shared_routes(self, target: lambda_.IFunction) -> None:
         """The shared routes (GET /models, /health, /openapi.json, POST /v1/embeddings), to the default function."""
         for spec in shared_routes():
-            self._add(spec, spec.path, target)
+            self._add(spec, spec.path, target, self.default.limits)
 
-    def _add(self, spec: RouteSpec, path: str, target: lambda_.IFunction) -> apigw.Method:
+    def _add(self, spec: RouteSpec, path: str, target: lambda_.IFunction, limits: RouteLimits) -> apigw.Method:
         options = {}
         if spec.request is not None:
             options = dict(
                 request_validator=self.body_validator,
-                request_models={JSON: self._request_model(spec.request)},
+                request_models={JSON: self._request_model(spec.request, limits.max_batch)},
             )
         resource = self.api.root.resource_for_path(path)
         return resource.add_method(spec.method, apigw.LambdaIntegration(target, proxy=True), **options)
 
-    def _request_model(self, request: type[BaseModel]) -> apigw.Model:
-        """One API Gateway model per request model, made on first use."""
-        if request not in self.request_models:
-            name = request.__name__
-            self.request_models[request] = self.api.add_model(
-                name, content_type=JSON, model_name=name, schema=gateway_schema(request)
+    def _request_model(self, request: type[BaseModel], max_batch: int) -> apigw.Model:
+        """One API Gateway model per request model and batch limit, made on first use."""
+        key = (request, max_batch)
+        if key not in self.request_models:
+            name = f"{request.__name__}{max_batch}"
+            self.request_models[key] = self.api.add_model(
+                name, content_type=JSON, model_name=name, schema=gateway_schema(request, max_batch)
             )
-        return self.request_models[request]
+        return self.request_models[key]
 
     @property
     def url(self) -> str:
         return self.api.url
+
+
+def _access_log_format() -> apigw.AccessLogFormat:
+    """JSON access logs with the integration's own status: a 5xx whose integration status is 429
+    was Lambda throttling, 413 an event over Lambda's 6 MB. Only fields API Gateway generates
+    (no error messages, which may hold quotes and break the line's JSON)."""
+    field = apigw.AccessLogField
+    return apigw.AccessLogFormat.custom(json.dumps({
+        "requestId": field.context_request_id(),
+        "ip": field.context_identity_source_ip(),
+        "requestTime": field.context_request_time(),
+        "httpMethod": field.context_http_method(),
+        "resourcePath": field.context_resource_path(),
+        "status": field.context_status(),
+        "protocol": field.context_protocol(),
+        "responseLength": field.context_response_length(),
+        "responseLatency": field.context_response_latency(),
+        "integrationStatus": field.context_integration_status(),
+        "integrationLatency": field.context_integration_latency(),
+        "errorType": field.context_error_response_type(),
+        "apiKeyId": field.context_identity_api_key_id(),
+    }))

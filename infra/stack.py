@@ -2,8 +2,12 @@
 
 Light models (target "lambda") get a ModelFunction each; heavy ones (target "sagemaker") a
 HeavyModelEndpoint and a proxy ModelFunction allowed to invoke that endpoint only. Nothing here
-names a model: adding one to the manifest (and building it) adds its function, alias, routes,
-alarms and dashboard.
+names a model: adding one to the manifest (and building it) adds its function, alias, canary with
+its pre-traffic hook, routes, alarms and dashboard.
+
+Each model's routes are throttled to what its function can take (`route_limits`): its reserved
+concurrency, or its share of the account's Lambda concurrency (context maas:lambdaConcurrency),
+and, behind a heavy model, no faster than its endpoint at full scale.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from constructs import Construct
 
 from maas.layers import folder_bytes
 from maas.paths import artifact_dir
+from maas.smoke import version_checks
+from maas_runtime import ModelCard
 from maas_api.constants import (
     ENV_CATALOG_PATH,
     ENV_MODEL_DIR,
@@ -31,12 +37,13 @@ from maas_api.routes import EMBEDDING_TASK, INVOKE, route, shared_routes
 from .alarm_topic import AlarmTopic, AlarmTopicProps
 from .artifact_bucket import ArtifactBucket
 from .heavy_model_endpoint import HeavyModelEndpoint, HeavyModelEndpointProps
-from .model_api import ModelApi, ModelApiProps
-from .model_function import ModelFunction, ModelFunctionProps
+from .model_api import ApiModel, ModelApi, ModelApiProps, RouteLimits
+from .model_function import ModelFunction, ModelFunctionProps, proxy_settings
 from .monitoring import ModelMonitoring, ModelMonitoringProps
 from .runtime_layer import RuntimeLayers, RuntimeLayersProps
 from .staging import (
     CATALOG_FILE,
+    FUNCTIONS_DIR,
     MODEL_HANDLER,
     PACKAGED_MODEL_DIR,
     PROXY_HANDLER,
@@ -49,11 +56,45 @@ MODEL_LAYERS = ("runtime", "api")
 """What a model function imports: onnxruntime/tokenizers/numpy/maas_runtime, Powertools/maas_api."""
 PROXY_LAYERS = ("runtime", "api")
 """The SageMaker proxy runs the model's task too (tokenization, pooling) around the remote graph, and answers through maas_api."""
+HOOK_HANDLER = "pre_traffic_hook"
+HOOK_LAYERS = ("api",)
+"""The pre-traffic hook imports boto3 and maas_api.constants only."""
+SAGEMAKER_METRIC_PERIOD_S = 60
+"""SageMakerVariantInvocationsPerInstance (target_invocations_per_instance) counts per minute."""
 
 
 def logical_name(model: str) -> str:
     """minilm-gpu -> MinilmGpu (construct ids and output names)."""
     return "".join(part.capitalize() for part in re.split(r"[^a-zA-Z0-9]+", model) if part)
+
+
+def default_model(specs) -> str:
+    """The model whose function answers the shared routes: the first light embedding model; else
+    the first light model; else the first model."""
+    light = [s for s in specs if s.target == "lambda"]
+    embedding = [s for s in light if s.task == EMBEDDING_TASK]
+    return (embedding or light or list(specs))[0].name
+
+
+def route_limits(specs, api: ModelApiProps) -> dict[str, RouteLimits]:
+    """What each model's function can take.
+
+    Concurrency: the function's reserved concurrency, else an equal share of what the account's
+    quota leaves unreserved. Rate: that concurrency over the mean invocation time (Little's law)
+    and, for a heavy model, no more than its endpoint answers at full scale.
+    """
+    reserved = {s.name: s.lambda_settings.reserved_concurrency for s in specs if s.lambda_settings.reserved_concurrency}
+    sharing = [s for s in specs if s.name not in reserved]
+    share = max(1, (api.lambda_concurrency - sum(reserved.values())) // max(1, len(sharing)))
+    limits = {}
+    for spec in specs:
+        concurrency = reserved.get(spec.name, share)
+        rate = concurrency / api.mean_invocation_s
+        if spec.target == "sagemaker" and spec.sagemaker is not None:
+            endpoint = spec.sagemaker.max_instances * spec.sagemaker.target_invocations_per_instance
+            rate = min(rate, endpoint / SAGEMAKER_METRIC_PERIOD_S)
+        limits[spec.name] = RouteLimits(max_batch=spec.serving.max_batch, concurrency=concurrency, rate=rate)
+    return limits
 
 
 @dataclass
@@ -84,12 +125,17 @@ class StackInputs:
 class MaasStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, inputs: StackInputs, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        manifest = inputs.manifest
+        self.manifest = manifest = inputs.manifest
         root = manifest.root
         self.layers = RuntimeLayers(self, "Layers", RuntimeLayersProps(
             shared_root=root / "shared", cache_dir=inputs.layer_cache_dir,
         ))
-        self.model_api = ModelApi(self, "ModelApi", inputs.api)
+        limits = route_limits(manifest.models, inputs.api)
+        self.model_api = ModelApi(
+            self, "ModelApi", inputs.api,
+            models=[ApiModel(s.name, s.task, limits[s.name]) for s in manifest.models],
+            default=default_model(manifest.models),
+        )
         self.alarm_topic = AlarmTopic(self, "Alarms", inputs.alarms)
         self.models: dict[str, DeployedModel] = {}
         self.artifacts: ArtifactBucket | None = None
@@ -122,9 +168,13 @@ class MaasStack(Stack):
                 layer_names = MODEL_LAYERS
 
             function = ModelFunction(self, f"{cid}Function", ModelFunctionProps(
-                model_name=spec.name, version=spec.version, asset=asset, settings=lam,
+                model_name=spec.name, version=spec.version, asset=asset,
+                settings=proxy_settings(lam) if endpoint is not None else lam,
                 layers=self.layers.layers_for(lam.architecture, layer_names), environment=env,
                 description=f"maas {spec.name} {spec.version} ({spec.target}): {spec.description}",
+                hook_code=root / FUNCTIONS_DIR / HOOK_HANDLER,
+                hook_layers=self.layers.layers_for(lam.architecture, HOOK_LAYERS),
+                version_checks=tuple(version_checks(spec.name, ModelCard.read(folder))),
             ))
             if endpoint is not None:
                 endpoint.grant_invoke(function.role)
@@ -132,8 +182,9 @@ class MaasStack(Stack):
                 bucket = self._artifact_bucket()
                 function.function.node.add_dependency(bucket.upload(spec.name, spec.version, folder))
                 bucket.grant_read(function.role, spec.name, spec.version)
-            function.errors_alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic.topic))
-            self.model_api.add_model_routes(spec.name, spec.task, function.alias)
+            for alarm in function.rollback_alarms:
+                alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic.topic))
+            self.model_api.add_model_routes(spec.name, function.alias)
             path = invoke.render(name=spec.name)
             ModelMonitoring(self, f"{cid}Monitoring", ModelMonitoringProps(
                 model_name=spec.name, api=self.model_api.api, route=invoke, alias=function.alias,
@@ -157,10 +208,8 @@ class MaasStack(Stack):
                   "(" + ", ".join(f"{s.method} {s.path}" for s in shared_routes()) + ")")
 
     def default_model(self) -> str:
-        """The first light embedding model; else the first light model; else the first model."""
-        light = [m for m in self.models.values() if m.target == "lambda"]
-        embedding = [m for m in light if m.task == EMBEDDING_TASK]
-        return (embedding or light or list(self.models.values()))[0].name
+        """The model whose function answers the shared routes (see `default_model`)."""
+        return self.model_api.default.name
 
     def _artifact_bucket(self) -> ArtifactBucket:
         if self.artifacts is None:

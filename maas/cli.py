@@ -58,6 +58,19 @@ def cmd_invoke(args) -> int:
     return 0 if status < 400 else 1
 
 
+def cmd_smoke(args) -> int:
+    import os
+
+    from maas_api.constants import ENV_API_KEY
+
+    from .smoke import run_smoke
+
+    report = run_smoke(args.url, args.api_key or os.environ.get(ENV_API_KEY), _manifest(args))
+    for line in report.lines():
+        print(line)
+    return 0 if report.passed else 1
+
+
 def cmd_bench(args) -> int:
     from .bench import BenchError, run_bench
 
@@ -115,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--parameters", help='JSON object, e.g. \'{"top_k": 3}\'')
     invoke.add_argument("--api-key")
     invoke.set_defaults(func=cmd_invoke)
+
+    smoke = sub.add_parser("smoke", help="check a deployed API end to end (run it right after `cdk deploy`)")
+    smoke.add_argument("--url", required=True, help="the API's base URL: the stack's ApiUrl output, or maas serve's")
+    smoke.add_argument("--api-key", help="the x-api-key value (default: $MAAS_API_KEY); without one, "
+                       "the check that a missing key is refused is skipped")
+    smoke.set_defaults(func=cmd_smoke)
     return parser
 
 

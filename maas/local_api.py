@@ -75,7 +75,7 @@ class ServerLimits:
     idle_timeout_s: float = 15.0
     """From one answer on a keep-alive connection to the next complete request head."""
     body_timeout_s: float = 30.0
-    """From the end of the headers to the end of the body (6 MB at most)."""
+    """From the end of the headers to the end of the body (MAX_BODY_BYTES at most)."""
     send_timeout_s: float = 30.0
     """For each write of an answer (a client that stops reading)."""
     linger_s: float = 1.0

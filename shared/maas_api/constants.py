@@ -26,12 +26,27 @@ ENV_API_KEY = "MAAS_API_KEY"
 ENV_TMP_DIR = "MAAS_TMP_DIR"
 """Where S3 artifacts are downloaded (default: the system temp folder, /tmp in Lambda)."""
 
+# The canary's pre-traffic hook (functions/pre_traffic_hook), one per model function.
+ENV_HOOK_TARGET_VERSION = "MAAS_HOOK_TARGET_VERSION"
+"""The qualified ARN of the version being deployed (the hook invokes it directly, not the alias)."""
+ENV_HOOK_REQUESTS = "MAAS_HOOK_REQUESTS"
+"""JSON list of the requests the hook sends that version, each with the answer it must get."""
+
 DEFAULT_CATALOG_FILE = "catalog.json"
 METRICS_NAMESPACE = "Maas"
+METRIC_SERVER_ERRORS = "server_errors"
+"""Counted once per 5xx answer, with the version that gave it: the canary rolls a version back on it."""
+METRIC_DIMENSION_MODEL = "model"
+METRIC_DIMENSION_VERSION = "version"
+METRIC_DIMENSION_SERVICE = "service"
 
 # --- request limits ----------------------------------------------------------------------------
-MAX_BODY_BYTES = 6 * 1024 * 1024
-"""Lambda's synchronous payload limit: a larger body never reaches a function in AWS."""
+MAX_BODY_BYTES = 5 * 1024 * 1024
+"""The largest request body the API takes, locally and in AWS alike. Lambda's 6 MB limit applies to
+the whole event (the body as a JSON string, headers and request context), so a body close to 6 MB
+never reaches a function there; 5 MiB leaves that room, and the function answers a larger one
+with its own 413. (A body whose JSON escaping would more than double it, such as pages of quotes,
+can still exceed the event limit below 5 MiB: API Gateway then answers 413 or 5xx itself.)"""
 MAX_JSON_DEPTH = 32
 """The deepest request we accept: an 8x8 image batch is 3 levels; thousands are an attack."""
 HEALTH_CACHE_S = 5.0

@@ -32,12 +32,13 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError, Servic
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from . import __version__
 from .catalog import Catalog
 from .constants import HEALTH_CACHE_S, JSON, MAX_BODY_BYTES, MAX_JSON_DEPTH, METRICS_NAMESPACE, REQUEST_ID_HEADER
+from .constants import METRIC_DIMENSION_MODEL, METRIC_DIMENSION_SERVICE, METRIC_DIMENSION_VERSION, METRIC_SERVER_ERRORS
 from .errors import (
     ApiError,
     BadRequest,
@@ -198,7 +199,8 @@ class ApiFunction:
         self.app = self._build_app()
         handler = self.metrics.log_metrics(capture_cold_start_metric=True)(self._resolve)
         if self.tracer is not None:
-            handler = self.tracer.capture_lambda_handler(handler)
+            # Responses (embeddings, user data) stay out of X-Ray; errors are still recorded.
+            handler = self.tracer.capture_lambda_handler(handler, capture_response=False)
         self._handler = self.logger.inject_lambda_context(
             correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True
         )(handler)
@@ -222,12 +224,24 @@ class ApiFunction:
                 result = self.app.resolve(event, context)
         except ApiError as exc:
             result = self._error_dict(exc, request_id)
+        if self._record_metrics and int(result.get("statusCode") or 500) >= 500:
+            self._count_server_error(context)
         if request_id:
             if isinstance(result.get("multiValueHeaders"), dict):
                 result["multiValueHeaders"][REQUEST_ID_HEADER] = [request_id]
             else:
                 result.setdefault("headers", {})[REQUEST_ID_HEADER] = request_id
         return result
+
+    def _count_server_error(self, context) -> None:
+        """One `server_errors` metric, flushed now, with the version that answered: the canary's
+        rollback alarm watches the version being deployed (a 5xx answer is no Lambda error)."""
+        version = getattr(context, "function_version", None) or "$LATEST"
+        dimensions = {METRIC_DIMENSION_SERVICE: self.metrics.service, METRIC_DIMENSION_MODEL: self.backend.name,
+                      METRIC_DIMENSION_VERSION: version}
+        with single_metric(name=METRIC_SERVER_ERRORS, unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE,
+                           default_dimensions=dimensions):
+            pass
 
     def _error_dict(self, exc: ApiError, request_id: str | None) -> dict:
         self._log_error(exc, request_id)

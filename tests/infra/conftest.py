@@ -70,3 +70,49 @@ def synth(artifacts, tmp_path_factory) -> Synth:
     result = synthesize(tmp_path_factory.mktemp("cdk-out"))
     print(f"\nin-process synth: {result.seconds:.1f} s")
     return result
+
+
+def project_copy(root: Path, repo: Path, manifest_text: str, copy_shared: bool = False) -> Path:
+    """A project folder beside the repository's: its own models.toml, the repository's build/ and
+    functions/, and shared/ linked (or copied, to be changed)."""
+    import shutil
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("build", "functions"):
+        (root / name).symlink_to(repo / name)
+    if copy_shared:
+        shutil.copytree(repo / "shared", root / "shared", ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        (root / "shared").symlink_to(repo / "shared")
+    (root / "models.toml").write_text(manifest_text)
+    return root
+
+
+@pytest.fixture(scope="session")
+def copy_project():
+    """project_copy(root, repo, manifest_text, copy_shared=False) for tests that change the project."""
+    return project_copy
+
+
+VARIANT_CHANGES = (
+    # minilm moves to SageMaker
+    ('task = "embedding"\ntarget = "lambda"', 'task = "embedding"\ntarget = "sagemaker"'),
+    # digits: an x86_64 function with its artifact in S3 and reserved concurrency (the opt-in)
+    ('lambda = { architecture = "arm64", memory_mb = 512',
+     'lambda = { architecture = "x86_64", artifact = "s3", reserved_concurrency = 5, memory_mb = 512'),
+    # minilm-gpu scales to zero (an inference component)
+    ("min_instances = 1, max_instances = 4", "min_instances = 0, max_instances = 4"),
+)
+
+
+@pytest.fixture(scope="session")
+def variant(artifacts, tmp_path_factory) -> Synth:
+    """The shipped manifest changed without touching code: minilm on SageMaker; digits on x86_64,
+    its artifact in S3 and 5 reserved concurrent executions; minilm-gpu scaled to zero."""
+    text = (artifacts.root / "models.toml").read_text()
+    for old, new in VARIANT_CHANGES:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    root = project_copy(tmp_path_factory.mktemp("variant"), artifacts.root, text)
+    layer_cache = artifacts.root / ".cache" / "layers"
+    return synthesize(root / "cdk.out", {"maas:manifest": str(root / "models.toml"), "maas:layerCache": str(layer_cache)})

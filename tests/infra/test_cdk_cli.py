@@ -25,5 +25,9 @@ def test_cdk_cli_synth_offline(artifacts, repo_root, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     template = json.loads((tmp_path / "cdk.out" / "Maas.template.json").read_text())
     kinds = [r["Type"] for r in template["Resources"].values()]
-    assert kinds.count("AWS::Lambda::Function") == len(artifacts.models)
+    assert kinds.count("AWS::Lambda::Function") == 2 * len(artifacts.models)  # each model's, and its pre-traffic hook
     assert kinds.count("AWS::SageMaker::Endpoint") == sum(s.target == "sagemaker" for s in artifacts.models)
+    # The CLI hands the app a default region (us-east-1 without AWS configuration): none is baked in
+    # (the Triton image's region -> account table lists every region, and is looked up at deploy time).
+    template.pop("Mappings", None)
+    assert "us-east-1" not in json.dumps(template) and "unknown-region" in (tmp_path / "cdk.out" / "manifest.json").read_text()

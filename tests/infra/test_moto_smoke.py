@@ -1,8 +1,10 @@
 """Smoke test: moto's CloudFormation (ThreadedMotoServer on 127.0.0.1) creates the synthesized stack.
 
 moto needs the CDK bootstrap version parameter and the file assets in the staging bucket; it rejects
-ml.g5 instance types, so this test (only) swaps the instance type for one moto accepts, and it has no
-AWS::Lambda::Alias, so the API's invoke permissions on the `live` aliases are left out here.
+ml.g5 instance types, so this test (only) swaps the instance type for one moto accepts; it has no
+AWS::Lambda::Alias, so the API's invoke permissions on the `live` aliases are left out here; and its
+Ref of an AWS::Lambda::Version is not the version's ARN (as CloudFormation's is) but an object it
+cannot serialize, so the pre-traffic hooks' references to the new version get a placeholder ARN.
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ def test_moto_creates_the_synthesized_stack(synth, moto_endpoint, tmp_path, monk
     for lid in [k for k, r in body["Resources"].items()
                 if r["Type"] == "AWS::Lambda::Permission" and json.dumps(r["Properties"]["FunctionName"]).strip('"{}').split('"')[-1] in aliases]:
         del body["Resources"][lid]
+    versions = {k for k, r in body["Resources"].items() if r["Type"] == "AWS::Lambda::Version"}
     template = json.dumps(body)
+    for lid in versions:
+        template = template.replace(json.dumps({"Ref": lid}), json.dumps(f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{lid}:1"))
     s3.put_object(Bucket=STAGING_BUCKET, Key="template.json", Body=template.encode())
 
     # WHEN CloudFormation creates the stack

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from aws_cdk.assertions import Match, Template
@@ -30,9 +29,12 @@ def _as_list(value):
 def test_one_function_per_light_model_and_a_proxy_per_heavy_model(synth, manifest):
     # GIVEN the shipped manifest, WHEN synthesized
     functions = {_model_name(f): f for f in synth.of_type("AWS::Lambda::Function").values() if _model_name(f)}
-    # THEN every model has exactly one function: its own (light) or the SageMaker proxy (heavy)
+    # THEN every model has exactly one function: its own (light) or the SageMaker proxy (heavy),
+    # and beside it only its canary's pre-traffic hook
     assert sorted(functions) == sorted(s.name for s in manifest.models)
-    assert len(synth.of_type("AWS::Lambda::Function")) == len(manifest.models)
+    hooks = [f for f in synth.of_type("AWS::Lambda::Function").values() if "MAAS_HOOK_TARGET_VERSION" in json.dumps(f)]
+    assert len(hooks) == len(manifest.models)
+    assert len(synth.of_type("AWS::Lambda::Function")) == 2 * len(manifest.models)
     for spec in manifest.models:
         props = functions[spec.name]["Properties"]
         env = props["Environment"]["Variables"]
@@ -92,7 +94,7 @@ def test_the_proxy_packages_the_artifact_without_its_graph(synth, manifest):
 
     assembly = load_assembly(synth.outdir)
     for spec in (s for s in manifest.models if s.target == "sagemaker"):
-        (function,) = [f for f in assembly.functions.values() if f.environment["MAAS_MODEL_NAME"] == spec.name]
+        (function,) = [f for f in assembly.functions.values() if f.environment.get("MAAS_MODEL_NAME") == spec.name]
         packaged = function.asset / "model"
         card = ModelCard.read(packaged)
         assert card == ModelCard.read(artifact_dir(manifest.root, spec.name, spec.version))
@@ -127,7 +129,7 @@ def test_iam_is_least_privilege(synth):
 
 def test_every_route_reaches_the_right_function(synth, manifest):
     assembly = load_assembly(synth.outdir)
-    names = {fid: f.environment["MAAS_MODEL_NAME"] for fid, f in assembly.functions.items()}
+    names = {fid: f.environment.get("MAAS_MODEL_NAME") for fid, f in assembly.functions.items()}
     routes = {(m.http_method, m.path): names[m.function_id] for m in assembly.methods}
     default = next(s.name for s in manifest.models if s.target == "lambda" and s.task == "embedding")
     expected = {
@@ -166,8 +168,9 @@ def test_api_has_keys_usage_plan_validation_logs_and_tracing(synth):
     posts = [m["Properties"] for m in methods if m["Properties"]["HttpMethod"] == "POST"]
     assert posts and all("RequestValidatorId" in p and "application/json" in p["RequestModels"] for p in posts)
     schemas = {m["Properties"]["Name"]: m["Properties"]["Schema"] for m in synth.of_type("AWS::ApiGateway::Model").values()}
-    assert schemas["InvokeRequest"]["required"] == ["inputs"]
-    assert "input" in schemas["EmbeddingsRequest"]["required"]
+    invoke_schemas = {k: v for k, v in schemas.items() if k.startswith("InvokeRequest")}
+    assert invoke_schemas and all(v["required"] == ["inputs"] for v in invoke_schemas.values())
+    assert all("input" in v["required"] for k, v in schemas.items() if k.startswith("EmbeddingsRequest"))
     for group in synth.of_type("AWS::Logs::LogGroup").values():
         assert group["Properties"]["RetentionInDays"] > 0
 
@@ -227,7 +230,8 @@ def test_cdk_nag_passes_with_reasons(synth):
     report = synth.outdir / "validation-report.json"
     if report.exists():
         data = json.loads(report.read_text())
-        violations = [v for p in data["pluginReports"] for v in p["violations"]]
+        # (The report also lists construct annotations, e.g. warnings; only cdk-nag's rules count here.)
+        violations = [v for p in data["pluginReports"] if p["pluginName"] == "AwsSolutions" for v in p["violations"]]
         assert violations == []
 
 
@@ -241,20 +245,9 @@ def test_synth_refuses_unbuilt_models(tmp_path, artifacts):
         create_app(context={"maas:manifest": str(tmp_path / "models.toml")}, outdir=str(tmp_path / "out"))
 
 
-def test_manifest_changes_need_no_code_change(tmp_path_factory, artifacts, synthesizer):
+def test_manifest_changes_need_no_code_change(variant):
     """Moving minilm to SageMaker and digits to an x86_64 function with its artifact in S3."""
-    root = tmp_path_factory.mktemp("manifest-change")
-    (root / "build").symlink_to(artifacts.root / "build")
-    (root / "functions").symlink_to(artifacts.root / "functions")
-    (root / "shared").symlink_to(artifacts.root / "shared")
-    text = (artifacts.root / "models.toml").read_text()
-    text = text.replace('task = "embedding"\ntarget = "lambda"', 'task = "embedding"\ntarget = "sagemaker"', 1)
-    text = text.replace('lambda = { architecture = "arm64", memory_mb = 512', 'lambda = { architecture = "x86_64", artifact = "s3", memory_mb = 512')
-    text = text.replace("min_instances = 1, max_instances = 4", "min_instances = 0, max_instances = 4")
-    (root / "models.toml").write_text(text)
-    layer_cache = artifacts.root / ".cache" / "layers"
-    result = synthesizer(root / "cdk.out", {"maas:manifest": str(root / "models.toml"), "maas:layerCache": str(layer_cache)})
-
+    result = variant
     functions = {_model_name(f): f["Properties"] for f in result.of_type("AWS::Lambda::Function").values() if _model_name(f)}
     assert len(result.of_type("AWS::SageMaker::Endpoint")) == 2
     assert "MAAS_SAGEMAKER_ENDPOINT" in functions["minilm"]["Environment"]["Variables"]
@@ -280,4 +273,3 @@ def test_manifest_changes_need_no_code_change(tmp_path_factory, artifacts, synth
     reads = [s for p in result.of_type("AWS::IAM::Policy").values() for s in p["Properties"]["PolicyDocument"]["Statement"]
              if "s3:GetObject" in _as_list(s["Action"]) and "models/digits/1.0.0/*" in json.dumps(s["Resource"])]
     assert len(reads) == 1 and _as_list(reads[0]["Action"]) == ["s3:GetObject"]
-    shutil.rmtree(root / "cdk.out", ignore_errors=True)
