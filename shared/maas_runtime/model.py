@@ -7,18 +7,22 @@ import threading
 import time
 from pathlib import Path
 
+from . import explain
 from .artifact import verify_artifact
 from .engine import Engine, OnnxEngine
 from .errors import InvalidInput, LimitExceeded
 from .session import get_session
+from .signing import TrustedKeys
 from .tasks import Prediction, task_for
 
 
 class Model:
-    def __init__(self, folder: str | os.PathLike, engine: Engine | None = None):
+    def __init__(self, folder: str | os.PathLike, engine: Engine | None = None, trusted_keys: TrustedKeys | None = None):
+        """Verify and load the artifact in `folder`. With `trusted_keys`, its card must carry a
+        signature by one of them (card.sig), checked before the card is read."""
         started = time.perf_counter()
         self.folder = Path(folder)
-        self.card = verify_artifact(self.folder)
+        self.card = verify_artifact(self.folder, trusted_keys=trusted_keys)
         task = task_for(self.card.task)
         self.engine = engine if engine is not None else OnnxEngine(get_session(self.folder / self.card.model_file))
         self.task = task(self.card, self.folder, self.engine)
@@ -48,18 +52,27 @@ class Model:
         prepared = self.task.prepare(inputs, parameters)
         return self.task.finish(prepared, self.engine.run(prepared.feeds))
 
+    def explain(self, inputs, parameters=None) -> Prediction:
+        """Per-input attributions of the model's answer (Kernel SHAP, within the card's explain limits)."""
+        if parameters is None:
+            parameters = {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput("parameters must be an object")
+        outputs, usage = explain.explain(self.task, self.card.explain, inputs, parameters)
+        return Prediction(outputs=outputs, usage=usage)
 
-_models: dict[str, Model] = {}
+
+_models: dict[tuple, Model] = {}
 _lock = threading.Lock()
 
 
-def load_model(folder: str | os.PathLike) -> Model:
-    """The model in ``folder``, verified and loaded once per process, then reused."""
-    key = os.path.realpath(folder)
+def load_model(folder: str | os.PathLike, trusted_keys: TrustedKeys | None = None) -> Model:
+    """The model in ``folder``, verified and loaded once per process (per set of trusted keys), then reused."""
+    key = (os.path.realpath(folder), trusted_keys.ids if trusted_keys is not None else None)
     with _lock:
         model = _models.get(key)
         if model is None:
-            model = Model(key)
+            model = Model(key[0], trusted_keys=trusted_keys)
             _models[key] = model
         return model
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -9,7 +10,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..card import ModelCard
-from ..errors import ArtifactError, InvalidInput, LimitExceeded
+from ..errors import ArtifactError, InvalidInput, LimitExceeded, NotSupported
+from ..explain import Game
+from .processing import softmax
 
 TASKS: dict[str, type["Task"]] = {}
 
@@ -47,6 +50,8 @@ class Task:
 
     name: ClassVar[str]
     parameters: ClassVar[tuple[str, ...]] = ()
+    explain_parameters: ClassVar[tuple[str, ...]] = ()
+    """An explanation's own parameters, besides maas_runtime.explain.COMMON_PARAMETERS."""
 
     def __init__(self, card: ModelCard, folder: Path, engine):
         self.card = card
@@ -61,6 +66,12 @@ class Task:
     def smoke_input(self) -> list:
         """A small valid request batch: health checks and deploy smoke tests run it."""
         raise NotImplementedError
+
+    def explain_game(self, item: Any, parameters: dict, where: str) -> Game:
+        """One input's explanation as Kernel SHAP plays it: its players, their background, the
+        output explained, computed through this task's own pre-processing (`where` names the
+        input in error messages)."""
+        raise NotSupported(f"{self.name} models serve no explanations")
 
     # --- helpers for subclasses --------------------------------------------------------------------
 
@@ -82,6 +93,8 @@ class LabelledTask(Task):
     """Classifiers: scores over the card's labels, the top k of them answered."""
 
     parameters: ClassVar[tuple[str, ...]] = ("top_k",)
+    explain_parameters: ClassVar[tuple[str, ...]] = ("target", "output")
+    EXPLAINED_OUTPUTS: ClassVar[tuple[str, ...]] = ("logit", "probability")
 
     def __init__(self, card, folder, engine):
         super().__init__(card, folder, engine)
@@ -100,10 +113,85 @@ class LabelledTask(Task):
             for row, idx in zip(probabilities, order)
         ]
 
+    def class_game(self, x, background, weights, logits: Callable[[np.ndarray], np.ndarray], parameters: dict,
+                   attributions, usage=None) -> Game:
+        """The explanation of one class's score: `parameters.target` (a label; default the top
+        class), as its logit (default: nearly additive in the inputs, so the estimate converges
+        with far fewer coalitions) or its probability."""
+        output = parameters.get("output", self.card.explain.output)
+        if output not in self.EXPLAINED_OUTPUTS:
+            raise InvalidInput(f"parameters.output must be one of {', '.join(self.EXPLAINED_OUTPUTS)}")
+        scores = np.asarray(logits(x[None, :]), np.float64)[0]
+        target = parameters.get("target")
+        if target is None:
+            index = int(np.argmax(scores))
+        elif isinstance(target, str) and target in self.labels:
+            index = self.labels.index(target)
+        else:
+            shown = ", ".join(self.labels) if len(self.labels) <= 20 else ", ".join(self.labels[:20]) + ", ..."
+            raise InvalidInput(f"parameters.target must be one of the model's labels ({shown})")
+
+        def f(rows: np.ndarray) -> np.ndarray:
+            out = np.asarray(logits(rows), np.float64)
+            return out[:, index] if output == "logit" else softmax(out)[:, index]
+
+        answer = {
+            "label": self.labels[index],
+            "logit": float(scores[index]),
+            "probability": float(softmax(scores[None, :])[0, index]),
+        }
+        return Game(x=x, background=background, weights=weights, f=f, attributions=attributions,
+                    output=output, answer=answer, usage=usage or {})
+
 
 # A text longer than this is refused before tokenizing: truncation would drop almost all of it,
 # and tokenizing megabytes only to throw them away is a cheap way to tie up a worker.
 MAX_TEXT_CHARS = 100_000
+
+
+def check_text(text, where: str) -> str:
+    if not isinstance(text, str):
+        raise InvalidInput(f"{where} must be a string, got {type(text).__name__}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise LimitExceeded(f"{where} has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+    return text
+
+
+# Coalitions of a text are run through the model this many sequences at a time: one sequence per
+# coalition, so the batch's memory stays bounded whatever the budget.
+WORD_BATCH = 64
+
+
+@dataclass
+class Words:
+    """A text's words as the players of an explanation: each word's token positions and characters."""
+
+    text: str
+    feeds: dict[str, np.ndarray]
+    """The whole text's feeds, (1, L), special tokens included."""
+    tokens: list[np.ndarray]
+    """Per word, the positions of its tokens."""
+    spans: list[tuple[int, int]]
+    """Per word, its characters in the text: text[start:end]."""
+
+    def present(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """Feeds of one sequence per coalition row of `z` (n, M): an absent word's tokens are
+        masked out of attention. A removed word then leaves no trace (a [MASK] token would still
+        say "a word was here", and not every tokenizer has one), the sequence keeps its length and
+        positions, and with mean pooling the word also leaves the pooled vector."""
+        z = np.asarray(z) > 0.5
+        mask = np.repeat(self.feeds["attention_mask"], len(z), axis=0)
+        for j, positions in enumerate(self.tokens):
+            mask[:, positions] = z[:, j : j + 1]
+        feeds = {k: np.repeat(v, len(z), axis=0) for k, v in self.feeds.items()}
+        feeds["attention_mask"] = mask
+        return feeds
+
+    def attributions(self, phi: np.ndarray) -> list[dict]:
+        return [
+            {"word": self.text[start:end], "start": start, "end": end, "attribution": float(value)}
+            for (start, end), value in zip(self.spans, phi)
+        ]
 
 
 class TextTask(Task):
@@ -119,10 +207,7 @@ class TextTask(Task):
     def encode(self, inputs: list, parameters: dict) -> Prepared:
         """Feeds for the texts, or LimitExceeded when one is too long and truncation is off."""
         for i, text in enumerate(inputs):
-            if not isinstance(text, str):
-                raise InvalidInput(f"inputs[{i}] must be a string, got {type(text).__name__}")
-            if len(text) > MAX_TEXT_CHARS:
-                raise LimitExceeded(f"inputs[{i}] has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+            check_text(text, f"inputs[{i}]")
         truncate = bool_param(parameters, "truncate", True)
         feeds, truncated = self.encoder.encode(inputs)
         if truncated and not truncate:
@@ -138,3 +223,30 @@ class TextTask(Task):
 
     def smoke_input(self) -> list:
         return ["The quick brown fox jumps over the lazy dog."]
+
+    def words(self, text, parameters: dict, where: str) -> Words:
+        """The players of a text's explanation: its words (special tokens always stay)."""
+        check_text(text, where)
+        encoding = self.encoder.tokenizer.encode(text)
+        if encoding.overflowing and not bool_param(parameters, "truncate", True):
+            raise LimitExceeded(f"{where} is longer than {self.max_length} tokens and parameters.truncate is false")
+        feeds = {
+            "input_ids": np.array([encoding.ids], dtype=np.int64),
+            "attention_mask": np.array([encoding.attention_mask], dtype=np.int64),
+            "token_type_ids": np.array([encoding.type_ids], dtype=np.int64),
+        }
+        positions: dict[int, list[int]] = {}
+        for position, word in enumerate(encoding.word_ids):
+            if word is not None:
+                positions.setdefault(word, []).append(position)
+        tokens = [np.asarray(p) for p in positions.values()]
+        spans = [(encoding.offsets[p[0]][0], encoding.offsets[p[-1]][1]) for p in positions.values()]
+        return Words(text, feeds, tokens, spans)
+
+    def run_words(self, words: Words, z: np.ndarray) -> list[np.ndarray]:
+        """The graph's first output for each coalition of `z`, as (feeds, output) chunks."""
+        chunks = []
+        for start in range(0, len(z), WORD_BATCH):
+            feeds = words.present(z[start : start + WORD_BATCH])
+            chunks.append((feeds, self.engine.run(feeds)[0]))
+        return chunks
