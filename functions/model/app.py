@@ -26,8 +26,16 @@ from maas_api.constants import (
     ENV_MODEL_S3_URI,
     ENV_TMP_DIR,
 )
-from maas_runtime import CARD_FILE, RuntimeLibraryError, load_model, read_card, verify_artifact
-from maas_runtime.card import check_file_name
+from maas_runtime import (
+    CARD_FILE,
+    ENV_SIGNING_PUBLIC_KEYS,
+    RuntimeLibraryError,
+    TrustedKeys,
+    load_model,
+    read_card,
+    verify_artifact,
+)
+from maas_runtime.card import SIG_FILE, check_file_name
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,6 +49,11 @@ class Config:
     model_s3_uri: str | None = None
     catalog_path: str | None = None
     tmp_dir: str | None = None
+    signing_public_keys: str | None = None
+    """The keys card signatures must verify with (MAAS_SIGNING_PUBLIC_KEYS); None: unsigned artifacts load."""
+
+    def trusted_keys(self) -> TrustedKeys | None:
+        return TrustedKeys.parse(self.signing_public_keys) if self.signing_public_keys else None
 
     @classmethod
     def from_env(cls, env=None) -> "Config":
@@ -54,6 +67,7 @@ class Config:
             model_s3_uri=env.get(ENV_MODEL_S3_URI) or None,
             catalog_path=env.get(ENV_CATALOG_PATH) or str(HERE / DEFAULT_CATALOG_FILE),
             tmp_dir=env.get(ENV_TMP_DIR) or None,
+            signing_public_keys=env.get(ENV_SIGNING_PUBLIC_KEYS) or None,
         )
 
 
@@ -70,7 +84,7 @@ def _preload_packaged_model() -> threading.Thread | None:
 
     def load() -> None:
         try:
-            load_model(config.model_dir)
+            load_model(config.model_dir, config.trusted_keys())
         except Exception:  # noqa: BLE001 - the backend loads again and answers the error per request
             pass
 
@@ -122,7 +136,7 @@ def _s3_error(exc: Exception) -> ApiError:
 class S3Artifact:
     """s3://bucket/prefix/ holding card.json and the files it lists, downloaded into a fresh folder."""
 
-    def __init__(self, uri: str, tmp_dir: str | None = None, client=None):
+    def __init__(self, uri: str, tmp_dir: str | None = None, client=None, trusted_keys: TrustedKeys | None = None):
         parsed = urlparse(uri)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise Unavailable("this function's artifact location is misconfigured", code="misconfigured")
@@ -132,6 +146,7 @@ class S3Artifact:
             self.prefix += "/"
         self.tmp_dir = tmp_dir
         self._client = client
+        self.trusted_keys = trusted_keys
 
     @property
     def client(self):
@@ -145,12 +160,26 @@ class S3Artifact:
             for chunk in response["Body"].iter_chunks(1 << 20):
                 fh.write(chunk)
 
+    def _get_signature(self, folder: Path) -> None:
+        """card.sig, fetched only where signatures are required. Missing, it is left out and
+        refused by the check; S3 answers AccessDenied rather than NoSuchKey for a missing key when
+        the role may not list the bucket, so both mean "no signature" here."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._get(SIG_FILE, folder / SIG_FILE)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) not in _MISSING | {"AccessDenied", "403"}:
+                raise
+
     def fetch(self) -> Path:
         """Download and verify; a folder that fails verification is deleted, never served."""
         folder = Path(tempfile.mkdtemp(prefix="maas-model-", dir=self.tmp_dir))
         try:
             self._get(CARD_FILE, folder / CARD_FILE)
-            card = read_card(folder)
+            if self.trusted_keys is not None:
+                self._get_signature(folder)
+            card = read_card(folder, self.trusted_keys)
             for name in card.files:
                 self._get(check_file_name(name), folder / name)
             verify_artifact(folder, card)
@@ -176,7 +205,8 @@ class LocalModelBackend:
         if self.config.model_dir:
             return Path(self.config.model_dir)
         if self.config.model_s3_uri:
-            source = S3Artifact(self.config.model_s3_uri, self.config.tmp_dir, client=self._s3)
+            source = S3Artifact(self.config.model_s3_uri, self.config.tmp_dir, client=self._s3,
+                                trusted_keys=self._trusted_keys())
             try:
                 return source.fetch()
             except RuntimeLibraryError:
@@ -184,6 +214,15 @@ class LocalModelBackend:
             except Exception as exc:
                 raise _s3_error(exc) from exc
         raise Unavailable("this function has no model configured", code="misconfigured")
+
+    def _trusted_keys(self) -> TrustedKeys | None:
+        try:
+            return self.config.trusted_keys()
+        except RuntimeLibraryError:
+            raise Unavailable(
+                f"this function's {ENV_SIGNING_PUBLIC_KEYS} is not a list of base64 Ed25519 public keys",
+                code="misconfigured",
+            ) from None
 
     def model(self):
         """The loaded model; the first call fetches, verifies and loads it (a failure is retried next time)."""
@@ -194,7 +233,7 @@ class LocalModelBackend:
                 if not self.name:
                     raise Unavailable("this function has no model configured", code="misconfigured")
                 try:
-                    model = load_model(self._folder())
+                    model = load_model(self._folder(), self._trusted_keys())
                 except RuntimeLibraryError as exc:
                     self._error = exc.code
                     raise from_runtime(exc) from exc
@@ -213,9 +252,15 @@ class LocalModelBackend:
         return self.model().card.task
 
     def predict(self, inputs: list, parameters: dict) -> dict:
+        return self._answer("predict", inputs, parameters)
+
+    def explain(self, inputs: list, parameters: dict) -> dict:
+        return self._answer("explain", inputs, parameters)
+
+    def _answer(self, method: str, inputs: list, parameters: dict) -> dict:
         model = self.model()
         try:
-            prediction = model.predict(inputs, parameters)
+            prediction = getattr(model, method)(inputs, parameters)
         except RuntimeLibraryError as exc:
             raise from_runtime(exc) from exc
         return {"model": model.name, "version": model.version, "outputs": prediction.outputs, "usage": prediction.usage}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 
 class _Strict(BaseModel):
@@ -30,6 +30,61 @@ class InvokeResponse(BaseModel):
     model: str
     version: str
     outputs: list[Any]
+    usage: dict[str, Any]
+
+
+class ExplainRequest(_Strict):
+    """What to explain: one input (up to the model's explain.max_inputs), as the invoke route takes it."""
+
+    inputs: list[Any] = Field(
+        ...,
+        min_length=1,
+        description="The inputs to explain: 8x8 pixel arrays for digits, strings for text models.",
+        examples=[["A man is playing a guitar."]],
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description='coalitions ("auto" or a number), seed (default 0); classifiers: target (a label, default '
+        "the top class), output (logit or probability); embeddings: compare_to (required: the text whose "
+        "cosine similarity is explained), truncate.",
+    )
+
+
+class ExplainMethod(BaseModel):
+    name: str
+    players: int = Field(description="Features that vary against the background (pixels) or words.")
+    coalitions: int
+    enumerated: int = Field(description="Coalitions enumerated exactly; the rest were sampled.")
+    background_rows: int
+    seed: int
+
+
+class Explanation(BaseModel):
+    """One input's attributions: they sum to value - base_value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str | None = Field(default=None, description="Classifiers: the class explained.")
+    logit: float | None = Field(default=None, description="Classifiers: that class's logit.")
+    probability: float | None = Field(default=None, description="Classifiers: that class's probability.")
+    output: str = Field(description="What is explained: logit, probability or cosine.")
+    value: float = Field(description="The output for the input.")
+    base_value: float = Field(description="The output's mean over the background (every player absent).")
+    attributions: list[Any] = Field(
+        description="Images: a map shaped like the input (8x8); texts: [{word, start, end, attribution}] in text order."
+    )
+    method: ExplainMethod
+
+    @model_serializer(mode="wrap")
+    def _leave_out_absent(self, handler):
+        """Classifier-only fields are left out of an embedding's explanation rather than null."""
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    version: str
+    outputs: list[Explanation]
     usage: dict[str, Any]
 
 
