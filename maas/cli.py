@@ -96,6 +96,8 @@ def cmd_bench(args) -> int:
 
     manifest = _manifest(args)
     root = manifest.root
+    if args.explain:
+        return _bench_explain(manifest, args)
     try:
         results = run_bench(
             manifest,
@@ -111,6 +113,18 @@ def cmd_bench(args) -> int:
     for name, m in results["models"].items():
         for row in m["targets"]:
             print(f"{name}: {row['target']} = {row['value']} (goal {row['goal']:.3g}, met={row['met']})")
+    return 0
+
+
+def _bench_explain(manifest, args) -> int:
+    """Only the explain route's latency; rewrites only that section of BENCHMARKS.md."""
+    from .bench import machine_info
+    from .bench.explain import THREADS, bench_explanations, render_explain, update_section
+
+    results = bench_explanations(manifest, args.models, 3 if args.quick else 15)
+    markdown = Path(args.markdown) if args.markdown else (None if args.quick else manifest.root / "BENCHMARKS.md")
+    if markdown is not None:
+        update_section(markdown, render_explain(results, machine_info(THREADS)["cpu"]))
     return 0
 
 
@@ -141,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="every measurement once (CI); writes no BENCHMARKS.md")
     bench.add_argument("--out", help="folder for results.json and plots (default: bench-results/)")
     bench.add_argument("--markdown", help="where to write the report (default: BENCHMARKS.md; none with --quick)")
+    bench.add_argument("--explain", action="store_true",
+                       help="only the explain route's latency at the default budget (its section of the report)")
     bench.set_defaults(func=cmd_bench)
 
     serve = sub.add_parser("serve", help="run the API locally on 127.0.0.1 with the Lambda handlers in-process")

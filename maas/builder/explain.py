@@ -49,6 +49,9 @@ class WordExplain(ExplainTable):
 
     max_coalitions: Integer(16, 8192) = 512
     max_evaluations: Integer(16, 100_000) = 1024
+    max_tokens: Integer(256, 10_000_000) = 16384
+    """Tokens over every sequence one request runs: a sequence costs about its length, so this
+    bounds a long text's latency where max_coalitions alone would not."""
 
 
 def check_settings(settings: ExplainTable, where: str) -> ExplainTable:
@@ -110,6 +113,6 @@ def word_card(settings: WordExplain, output: str) -> "ExplainSpec":
         method=METHOD, output=output, players="words", absent="attention-mask",
         coalitions=None if settings.coalitions == "auto" else settings.coalitions,
         max_coalitions=settings.max_coalitions, max_evaluations=settings.max_evaluations,
-        max_inputs=settings.max_inputs, background_rows=1,
+        max_inputs=settings.max_inputs, max_tokens=settings.max_tokens, background_rows=1,
         background_method="every word absent (special tokens kept)",
     )

@@ -33,15 +33,9 @@ class InvokeResponse(BaseModel):
     usage: dict[str, Any]
 
 
-class ExplainRequest(_Strict):
+class ExplainRequest(InvokeRequest):
     """What to explain: one input (up to the model's explain.max_inputs), as the invoke route takes it."""
 
-    inputs: list[Any] = Field(
-        ...,
-        min_length=1,
-        description="The inputs to explain: 8x8 pixel arrays for digits, strings for text models.",
-        examples=[["A man is playing a guitar."]],
-    )
     parameters: dict[str, Any] = Field(
         default_factory=dict,
         description='coalitions ("auto" or a number), seed (default 0); classifiers: target (a label, default '

@@ -98,6 +98,9 @@ class ExplainSpec:
     max_evaluations: int
     """Model rows one request may evaluate (coalitions x background rows, summed over its inputs)."""
     max_inputs: int
+    max_tokens: int | None = None
+    """Text models: tokens one request may run through the model, over every sequence it evaluates
+    (a long text costs more per coalition)."""
     coalitions: int | None = None
     """The default budget; None: shap's "auto", 2M+2048 for M players, capped by the limits."""
     background: str | None = None

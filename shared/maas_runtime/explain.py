@@ -243,6 +243,8 @@ class Game:
     """What the answer says besides the attributions: the label and its probability, the cosine."""
     weights: np.ndarray | None = None
     usage: dict = field(default_factory=dict)
+    row_tokens: int = 0
+    """Text: tokens in each evaluated sequence (ExplainSpec.max_tokens bounds their sum); 0 otherwise."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,37 @@ def _requested(parameters: dict, spec: ExplainSpec) -> int | None:
     return budget
 
 
+def _limits(spec: ExplainSpec) -> str:
+    tokens = f", {spec.max_tokens} tokens" if spec.max_tokens is not None else ""
+    return f"{spec.max_coalitions} coalitions, {spec.max_evaluations} model evaluations{tokens} per request"
+
+
+def _budget(spec: ExplainSpec, requested: int | None, game: Game, rows: int, where: str) -> int:
+    """Coalitions for one input: the request's, or "auto" shrunk to the `rows` the limits leave;
+    LimitExceeded (or InvalidInput for a requested budget too small to solve) otherwise."""
+    n = len(game.background)
+    m = len(varying_features(game.x, game.background))
+    left = rows - n - 1  # the background and the input itself are evaluated too
+    if m < 2:
+        if left < 0:
+            raise LimitExceeded(f"{where} would exceed this model's limits ({_limits(spec)})")
+        return 0
+    needed = min_coalitions(m)
+    budget = requested if requested is not None else min(auto_coalitions(m), spec.max_coalitions, left // n)
+    if m < 31:
+        budget = min(budget, 2**m - 2)
+    if budget < needed:
+        if requested is not None:
+            raise InvalidInput(f"parameters.coalitions is {requested}; {where} has {m} players and needs at least {needed}")
+        raise LimitExceeded(
+            f"{where} has {m} players: its explanation needs at least {needed} coalitions x {n} background "
+            f"rows, over this model's limits ({_limits(spec)})"
+        )
+    if budget * n > left:
+        raise LimitExceeded(f"{budget} coalitions x {n} background rows for {where} exceed this model's limits ({_limits(spec)})")
+    return budget
+
+
 def explain(task, spec: ExplainSpec | None, inputs: list, parameters: dict) -> tuple[list, dict]:
     """Explanations of `inputs` by `task` within the card's limits: (outputs, usage)."""
     if spec is None:
@@ -299,37 +332,16 @@ def explain(task, spec: ExplainSpec | None, inputs: list, parameters: dict) -> t
         raise InvalidInput(f"unknown parameter(s) {', '.join(unknown)}; explanations take: {', '.join(allowed)}")
     seed = _seed(parameters)
     requested = _requested(parameters, spec)
-    outputs, usage, evaluations = [], {"batch_size": len(inputs)}, 0
+    outputs, usage, evaluations, tokens = [], {"batch_size": len(inputs)}, 0, 0
     for i, item in enumerate(inputs):
         game = task.explain_game(item, parameters, f"inputs[{i}]")
-        n = len(game.background)
-        m = len(varying_features(game.x, game.background))
-        left = spec.max_evaluations - evaluations - n - 1
-        if m >= 2:
-            needed = min_coalitions(m)
-            budget = requested if requested is not None else min(auto_coalitions(m), spec.max_coalitions, left // n)
-            budget = min(budget, 2**m - 2) if m < 31 else budget
-            if budget < needed:
-                if requested is not None:
-                    raise InvalidInput(
-                        f"parameters.coalitions is {requested}; inputs[{i}] has {m} players and needs at least {needed}"
-                    )
-                raise LimitExceeded(
-                    f"inputs[{i}] has {m} players: its explanation needs at least {needed} coalitions "
-                    f"x {n} background rows, over this model's limits ({spec.max_coalitions} coalitions, "
-                    f"{spec.max_evaluations} model evaluations per request)"
-                )
-            if budget * n > left:
-                raise LimitExceeded(
-                    f"{budget} coalitions x {n} background rows for inputs[{i}] exceed this model's "
-                    f"{spec.max_evaluations} model evaluations per request"
-                )
-        elif left < 0:
-            raise LimitExceeded(f"inputs[{i}] would exceed this model's {spec.max_evaluations} model evaluations per request")
-        else:
-            budget = 0
+        rows = spec.max_evaluations - evaluations
+        if spec.max_tokens is not None and game.row_tokens:
+            rows = min(rows, (spec.max_tokens - tokens) // game.row_tokens)
+        budget = _budget(spec, requested, game, rows, f"inputs[{i}]")
         result = kernel_shap(game.f, game.x, game.background, game.weights, budget, np.random.RandomState(seed))
         evaluations += result.evaluations
+        tokens += result.evaluations * game.row_tokens
         for key, value in game.usage.items():
             usage[key] = usage.get(key, 0) + value
         outputs.append({
@@ -343,7 +355,7 @@ def explain(task, spec: ExplainSpec | None, inputs: list, parameters: dict) -> t
                 "players": result.players,
                 "coalitions": result.coalitions,
                 "enumerated": result.enumerated,
-                "background_rows": n,
+                "background_rows": len(game.background),
                 "seed": seed,
             },
         })

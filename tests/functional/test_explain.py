@@ -164,7 +164,7 @@ def test_limits_bound_a_request(digits, images):
     # "auto" shrinks to what the evaluations allow; an explicit budget over them is refused
     outputs, usage = run_explain(digits.task, tight, inputs[:1], {})
     assert outputs[0]["method"]["coalitions"] == (5000 - 11) // 10 and usage["model_evaluations"] <= 5000
-    with pytest.raises(LimitExceeded, match="exceed this model's 5000 model evaluations"):
+    with pytest.raises(LimitExceeded, match="exceed this model's limits .*5000 model evaluations"):
         run_explain(digits.task, tight, inputs[:1], {"coalitions": 1000})
     with pytest.raises(LimitExceeded, match="5000 model evaluations"):
         run_explain(digits.task, tight, inputs[:2], {"coalitions": 400})  # 4011 + 4011 together
@@ -228,6 +228,13 @@ def test_long_texts_are_sampled_within_the_text_limits(minilm):
         minilm.explain([text])
     with pytest.raises(LimitExceeded, match="at most 512"):
         minilm.explain([text], {"compare_to": "x", "coalitions": 600})
+    # tokens bound a text's cost: "auto" shrinks to what 2000 tokens allow for a 22-token sequence
+    capped = dataclasses.replace(minilm.card.explain, max_tokens=2000)
+    twenty = " ".join(["music"] * 20)
+    outputs, usage = run_explain(minilm.task, capped, [twenty], {"compare_to": "x"})
+    assert outputs[0]["method"]["coalitions"] == 2000 // 22 - 2 and usage["model_evaluations"] * 22 <= 2000
+    with pytest.raises(LimitExceeded, match="2000 tokens per request"):
+        run_explain(minilm.task, capped, [" ".join(["music"] * 40)], {"compare_to": "x"})
     # a text with more words than the limits can explain is refused, not explained badly
     tight = dataclasses.replace(minilm.card.explain, max_coalitions=100)
     with pytest.raises(LimitExceeded, match="has 60 players: its explanation needs at least 122 coalitions"):

@@ -114,7 +114,7 @@ class LabelledTask(Task):
         ]
 
     def class_game(self, x, background, weights, logits: Callable[[np.ndarray], np.ndarray], parameters: dict,
-                   attributions, usage=None) -> Game:
+                   attributions, usage=None, row_tokens: int = 0) -> Game:
         """The explanation of one class's score: `parameters.target` (a label; default the top
         class), as its logit (default: nearly additive in the inputs, so the estimate converges
         with far fewer coalitions) or its probability."""
@@ -141,7 +141,7 @@ class LabelledTask(Task):
             "probability": float(softmax(scores[None, :])[0, index]),
         }
         return Game(x=x, background=background, weights=weights, f=f, attributions=attributions,
-                    output=output, answer=answer, usage=usage or {})
+                    output=output, answer=answer, usage=usage or {}, row_tokens=row_tokens)
 
 
 # A text longer than this is refused before tokenizing: truncation would drop almost all of it,
@@ -186,6 +186,11 @@ class Words:
         feeds = {k: np.repeat(v, len(z), axis=0) for k, v in self.feeds.items()}
         feeds["attention_mask"] = mask
         return feeds
+
+    @property
+    def length(self) -> int:
+        """Tokens in each sequence a coalition runs through the model."""
+        return int(self.feeds["input_ids"].shape[1])
 
     def attributions(self, phi: np.ndarray) -> list[dict]:
         return [

@@ -49,6 +49,6 @@ class EmbeddingTask(TextTask):
             return l2_normalize(np.concatenate(pooled)).astype(np.float64) @ anchor.astype(np.float64)
 
         players = len(words.tokens)
-        tokens = int(words.feeds["input_ids"].shape[1]) + int(prepared.usage["input_tokens"])
         return Game(x=np.ones(players), background=np.zeros((1, players)), f=cosine, attributions=words.attributions,
-                    output="cosine", usage={"input_tokens": tokens})
+                    output="cosine", usage={"input_tokens": words.length + int(prepared.usage["input_tokens"])},
+                    row_tokens=words.length)

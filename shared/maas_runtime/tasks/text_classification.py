@@ -34,4 +34,4 @@ class TextClassificationTask(TextTask, LabelledTask):
             return np.concatenate([out for _, out in self.run_words(words, z)])
 
         return self.class_game(np.ones(players), np.zeros((1, players)), None, logits, parameters,
-                               words.attributions, usage={"input_tokens": int(words.feeds["input_ids"].shape[1])})
+                               words.attributions, usage={"input_tokens": words.length}, row_tokens=words.length)
