@@ -168,8 +168,8 @@ RUNTIME = LayerSpec(
     # releases): used by its quantization and transformers tools, never by InferenceSession.
     # tokenizers requires huggingface_hub (and through it httpx, fsspec, tqdm, yaml, hf_xet):
     # used by Tokenizer.from_pretrained only; the runtime loads tokenizer.json from the artifact.
-    # PyNaCl (card signatures) needs cffi's _cffi_backend at run time; cffi's pycparser only
-    # parses C declarations when a module is compiled, which its prebuilt wheel never does.
+    # PyNaCl (card signatures) needs cffi's _cffi_backend at run time; cffi's Python package and
+    # pycparser only compile C declarations into a module, which PyNaCl's wheel ships prebuilt.
     keep=("onnxruntime", "tokenizers", "numpy", "pynacl", "cffi"),
     local_packages=("maas_runtime",),
     prune=COMMON_PRUNE
@@ -190,6 +190,7 @@ RUNTIME = LayerSpec(
         "numpy/random/_examples",
         "numpy/doc",
         "tokenizers/tools",
+        "cffi",  # the C-declaration compiler: PyNaCl's prebuilt module needs only _cffi_backend
     ),
     description="onnxruntime, tokenizers, numpy, PyNaCl and maas_runtime: what a model function loads",
 )
