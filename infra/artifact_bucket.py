@@ -77,11 +77,20 @@ class ArtifactBucket(Construct):
         return f"s3://{self.bucket.bucket_name}/{self.prefix_for(name, version)}"
 
     def grant_read(self, grantee: iam.IGrantable, name: str, version: str) -> iam.Grant:
-        """s3:GetObject on this model version's prefix only: the handler fetches card.json and the
-        files it lists, and never lists the bucket."""
+        """s3:GetObject on this model version's prefix only (the handler fetches card.json and the
+        files it lists), and s3:ListBucket limited by an s3:prefix condition to the same prefix.
+
+        The handler never lists; the listing right is what lets S3 tell it "missing": without
+        s3:ListBucket, S3 answers AccessDenied for a key that does not exist, and a missing
+        artifact would be reported as a permissions problem.
+        """
         prefix = self.prefix_for(name, version)
         grant = iam.Grant.add_to_principal(
             grantee=grantee, actions=["s3:GetObject"], resource_arns=[self.bucket.arn_for_objects(f"{prefix}*")]
+        )
+        iam.Grant.add_to_principal(
+            grantee=grantee, actions=["s3:ListBucket"], resource_arns=[self.bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}},
         )
         bucket_id = Stack.of(self).get_logical_id(self.bucket.node.default_child)
         scope = grantee.grant_principal if isinstance(grantee.grant_principal, Construct) else grantee

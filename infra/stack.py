@@ -48,8 +48,8 @@ from .staging import (
 
 MODEL_LAYERS = ("runtime", "api")
 """What a model function imports: onnxruntime/tokenizers/numpy/maas_runtime, Powertools/maas_api."""
-PROXY_LAYERS = ("api",)
-"""The SageMaker proxy imports maas_api and boto3 (the Lambda runtime's) only."""
+PROXY_LAYERS = ("runtime", "api")
+"""The SageMaker proxy reads model cards (maas_runtime.card, through the catalog) and answers through maas_api."""
 
 
 def logical_name(model: str) -> str:

@@ -9,6 +9,17 @@ The server knows nothing of models: it takes `Route(method, resource, target)`s,
 is anything with ``invoke(event, context) -> dict``. `manifest_stack` builds those routes from
 the API's route table (maas_api.routes) for the models of models.toml that are built; another
 driver (maas/template_api.py, from a synthesized CDK template) builds its own.
+
+The HTTP server is the standard library's (http.server), with the limits a server facing clients
+needs (`ServerLimits`): a deadline for each request's head and body and for idle keep-alive
+connections, enforced by one watchdog thread (a socket timeout bounds a single read, which a
+client trickling bytes never trips); a bound on connections, past which a connection is answered
+a JSON 503 and closed; the API key checked, and Content-Length parsed strictly, before the body is
+read; and every method reaching the routes (TRACE and the like get the function's JSON 405).
+Kept rather than replaced by a WSGI/ASGI server because none of the well-kept ones meets all of
+that as it comes: waitress reads the whole body before the application runs (so before the key
+check), cheroot and uvicorn drop or answer plain text past their connection bound, and neither
+bounds the total time of a request head.
 """
 
 from __future__ import annotations
@@ -19,12 +30,14 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,8 +49,9 @@ from maas_api.constants import (
     JSON,
     MAX_BODY_BYTES,
 )
-from maas_api.errors import envelope
-from maas_api.routes import EMBEDDING_TASK, INVOKE, model_routes, route, shared_routes
+from maas_api.errors import ApiError, envelope
+from maas_api.framing import content_length
+from maas_api.routes import INVOKE, default_model, model_routes, route, shared_routes
 from maas_runtime import CARD_FILE
 
 from .builder.signing import trusted_keys
@@ -48,7 +62,25 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
 STAGE = "local"
 FUNCTIONS_DIR = "functions"
-API_GATEWAY_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one client may hold of the local API; every default is here and nowhere else."""
+
+    max_connections: int = 64
+    """Connections served at once; one more is answered 503 (JSON, Retry-After) and closed."""
+    head_timeout_s: float = 10.0
+    """From accepting a connection to its first complete request line and headers."""
+    idle_timeout_s: float = 15.0
+    """From one answer on a keep-alive connection to the next complete request head."""
+    body_timeout_s: float = 30.0
+    """From the end of the headers to the end of the body (6 MB at most)."""
+    send_timeout_s: float = 30.0
+    """For each write of an answer (a client that stops reading)."""
+    linger_s: float = 1.0
+    """After refusing a body unread: how long its bytes are read and dropped before closing, so
+    that closing with unread data does not reset the connection before the client reads the answer."""
 
 
 class Target(Protocol):
@@ -62,6 +94,9 @@ class Route:
     method: str
     resource: str
     target: Target
+    api_key_required: bool = True
+    """Whether the API key (where the API has one) is checked on this method, as API Gateway's
+    ApiKeyRequired: `maas serve` checks it on every route, `--template` where the template says."""
 
     def __post_init__(self):
         pattern, literals, greedy = "", 0, False
@@ -101,64 +136,63 @@ class FunctionInstance:
             return self.function.invoke(event, context)
 
 
-class BodyModelDispatch:
-    """POST /v1/embeddings: the OpenAI `model` field picks the function (the default answers the rest)."""
-
-    def __init__(self, targets: dict[str, Target], default: Target):
-        self.targets = targets
-        self.default = default
-
-    def invoke(self, event: dict, context: Any = None) -> dict:
-        model = None
-        try:
-            body = event.get("body") or ""
-            if event.get("isBase64Encoded"):
-                body = base64.b64decode(body).decode("utf-8")
-            if len(body) <= MAX_BODY_BYTES:
-                parsed = json.loads(body)
-                model = parsed.get("model") if isinstance(parsed, dict) else None
-        except (ValueError, RecursionError, UnicodeDecodeError):
-            pass
-        target = self.targets.get(model) if isinstance(model, str) else None
-        return (target or self.default).invoke(event, context)
+Answer = tuple[int, list[tuple[str, str]], bytes]
+"""(status, headers, body bytes)."""
 
 
-def _json_response(status: int, code: str, message: str, request_id: str | None, extra: dict | None = None):
+def _json_response(status: int, code: str, message: str, request_id: str | None, extra: dict | None = None,
+                   headers: dict | None = None) -> Answer:
     body = {**(extra or {}), **envelope(code, message, request_id)}
-    return status, [("Content-Type", JSON)], json.dumps(body).encode("utf-8")
+    return status, [("Content-Type", JSON), *(headers or {}).items()], json.dumps(body).encode("utf-8")
+
+
+def _error_response(error: ApiError, request_id: str | None) -> Answer:
+    return _json_response(int(error.status), error.code, error.message, request_id, headers=error.headers)
 
 
 class LocalApi:
     """An API Gateway REST API stand-in: routes, an optional API key, one stage."""
 
-    def __init__(self, routes: list[Route], api_key: str | None = None, stage: str = STAGE):
+    def __init__(self, routes: list[Route], api_key: str | None = None, stage: str = STAGE,
+                 limits: ServerLimits = ServerLimits()):
         self.routes = sorted(routes, key=lambda r: r.specificity, reverse=True)
         self.api_key = api_key or None
         self.stage = stage
-        self._httpd: ThreadingHTTPServer | None = None
+        self.limits = limits
+        self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # --- one request, socket-free (the HTTP server below only moves bytes) ---------------------
 
-    def handle(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str = "127.0.0.1"):
-        """(status, headers, body bytes) for one request."""
-        request_id = str(uuid.uuid4())
-        split = urlsplit(target)
-        raw_path = split.path or "/"
-        header_map = {k.lower(): v for k, v in headers}
-        if self.api_key is not None:
-            given = header_map.get(API_KEY_HEADER, "")
+    def precheck(self, method: str, target: str, headers: list[tuple[str, str]], request_id: str) -> Answer | None:
+        """What API Gateway answers before any function runs (and before the body is read):
+        404 for a path no route has, 403 for a missing or wrong API key where the route needs one."""
+        raw_path = urlsplit(target).path or "/"
+        found, _ = self._route(method, raw_path)
+        if found is None:
+            return _json_response(404, "not_found", f"no route {method} {raw_path[:100]!r}", request_id)
+        if self.api_key is not None and found.api_key_required:
+            given = next((v for k, v in headers if k.lower() == API_KEY_HEADER), "")
             if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.api_key.encode("utf-8")):
                 return _json_response(
                     403, "forbidden", f"a valid {API_KEY_HEADER} header is required", request_id,
                     extra={"message": "Forbidden"},
                 )
-        route, params = self._route(method, raw_path)
-        if route is None:
-            return _json_response(404, "not_found", f"no route {method} {raw_path[:100]!r}", request_id)
-        event = self.event(method, route, raw_path, split.query, headers, body, params, request_id, source_ip)
+        return None
+
+    def handle(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str = "127.0.0.1",
+               request_id: str | None = None) -> Answer:
+        """(status, headers, body bytes) for one request."""
+        request_id = request_id or str(uuid.uuid4())
+        refused = self.precheck(method, target, headers, request_id)
+        if refused is not None:
+            return refused
+        split = urlsplit(target)
+        raw_path = split.path or "/"
+        found, params = self._route(method, raw_path)
+        event = self.event(method, found, raw_path, split.query, headers, body, params, request_id, source_ip)
         try:
-            result = route.target.invoke(event, None)
+            result = found.target.invoke(event, None)
             return self._http_response(result)
         except Exception:  # what API Gateway answers when a Lambda function crashes
             return _json_response(
@@ -194,6 +228,7 @@ class LocalApi:
             text, is_b64 = (body.decode("utf-8") if body else None), False
         except UnicodeDecodeError:
             text, is_b64 = base64.b64encode(body).decode("ascii"), True
+        keyed = self.api_key is not None and route.api_key_required
         api_key = {k.lower(): v for k, v in headers}.get(API_KEY_HEADER)
         return {
             "resource": route.resource,
@@ -222,8 +257,10 @@ class LocalApi:
                 "identity": {
                     "sourceIp": source_ip,
                     "userAgent": {k.lower(): v for k, v in headers}.get("user-agent"),
-                    "apiKey": api_key if self.api_key else None,
-                    "apiKeyId": "local" if self.api_key else None,
+                    # As API Gateway fills them for a method that requires a key: the function
+                    # documents the key (GET /openapi.json) only where requests need one.
+                    "apiKey": api_key if keyed else None,
+                    "apiKeyId": "local" if keyed else None,
                     "accountId": None,
                     "caller": None,
                     "user": None,
@@ -235,7 +272,7 @@ class LocalApi:
         }
 
     @staticmethod
-    def _http_response(result: dict):
+    def _http_response(result: dict) -> Answer:
         if not isinstance(result, dict) or not isinstance(result.get("statusCode"), int):
             raise ValueError("malformed Lambda proxy response")
         headers: list[tuple[str, str]] = []
@@ -255,7 +292,7 @@ class LocalApi:
 
     def start(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
         """Serve in a background thread; port 0 picks a free port. Returns the base URL."""
-        self._httpd = _Server((host, port), _handler_class(self))
+        self._httpd = _Server((host, port), _handler_class(self), self.limits)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="maas-local-api", daemon=True)
         self._thread.start()
         return self.url
@@ -273,29 +310,188 @@ class LocalApi:
             self._httpd = None
 
 
+class _Watchdog:
+    """Deadlines for the reads of every connection, kept by one thread.
+
+    When a connection's deadline passes, its read side is shut: the blocked read returns at once
+    with what arrived (the handler then answers 408 or just closes), and the write side stays open.
+    """
+
+    TICK_S = 0.1
+
+    def __init__(self):
+        self._due: dict[Any, float] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        threading.Thread(target=self._run, name="maas-local-api-deadlines", daemon=True).start()
+
+    def arm(self, handler, seconds: float) -> None:
+        with self._lock:
+            handler.expired = False
+            self._due[handler] = time.monotonic() + seconds
+
+    def disarm(self, handler) -> bool:
+        """Stop watching; whether the deadline had passed."""
+        with self._lock:
+            self._due.pop(handler, None)
+            return handler.expired
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.TICK_S):
+            now = time.monotonic()
+            with self._lock:
+                late = [h for h, due in self._due.items() if due <= now]
+                for handler in late:
+                    del self._due[handler]
+                    handler.expired = True
+            for handler in late:
+                try:
+                    handler.connection.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def _linger(sock: socket.socket, seconds: float) -> None:
+    """Close politely after answering without reading the body: stop sending, then read and drop
+    what the client still sends for up to `seconds`."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            sock.settimeout(left)
+            if not sock.recv(1 << 16):
+                return
+        except OSError:
+            return
+
+
+def _raw_answer(status: int, headers: list[tuple[str, str]], data: bytes) -> bytes:
+    """An HTTP/1.1 answer that closes the connection, as bytes (for a socket no handler owns)."""
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", *(f"{k}: {v}" for k, v in headers),
+             f"Content-Length: {len(data)}", "Connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data
+
+
 class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most `max_connections` of them; past that, a short-lived
+    thread (as many again at most) answers 503 and closes, and beyond even that the connection is
+    closed at once (the listen backlog holds the rest)."""
+
     daemon_threads = True
     request_queue_size = 128
 
+    def __init__(self, address, handler, limits: ServerLimits):
+        self.limits = limits
+        self.watchdog = _Watchdog()
+        self._serving = threading.BoundedSemaphore(limits.max_connections)
+        self._refusing = threading.BoundedSemaphore(limits.max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if self._serving.acquire(blocking=False):
+            work = self._serve
+        elif self._refusing.acquire(blocking=False):
+            work = self._refuse
+        else:
+            self.shutdown_request(request)
+            return
+        threading.Thread(target=work, args=(request, client_address), daemon=True).start()
+
+    def _serve(self, request, client_address) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            self._serving.release()
+
+    def _refuse(self, request, client_address) -> None:
+        try:
+            request.settimeout(self.limits.linger_s)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 1 << 16:
+                chunk = request.recv(1 << 16)
+                if not chunk:
+                    break
+                head += chunk
+            answer = _json_response(
+                503, "server_busy", f"the server is answering {self.limits.max_connections} connections; retry shortly",
+                None, headers={"Retry-After": "1"},
+            )
+            request.sendall(_raw_answer(*answer))
+            _linger(request, self.limits.linger_s)
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
+            self._refusing.release()
+
+    def server_close(self):
+        super().server_close()
+        self.watchdog.stop()
+
 
 def _handler_class(api: LocalApi):
+    limits = api.limits
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "maas-local-api"
         # Headers and body go out in separate writes: with Nagle's algorithm on, the body waits
         # for the client's delayed ACK on every keep-alive request.
         disable_nagle_algorithm = True
+        timeout = limits.send_timeout_s  # each socket operation; the watchdog bounds whole reads
+        expired = False
+        answered = 0
 
         def log_message(self, fmt, *args):
             pass
 
+        def handle_one_request(self):
+            """One request: its head within the deadline, then any method to the routes."""
+            watchdog = self.server.watchdog
+            watchdog.arm(self, limits.idle_timeout_s if self.answered else limits.head_timeout_s)
+            try:
+                self.raw_requestline = self.rfile.readline(65537)
+                if not self.raw_requestline:
+                    self.close_connection = True
+                    return
+                if len(self.raw_requestline) > 65536:
+                    self.requestline, self.request_version, self.command = "", "", ""
+                    self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                    return
+                parsed = self.parse_request()
+            except OSError:  # a reset, or a single read outlasting the socket timeout
+                self.close_connection = True
+                return
+            finally:
+                late = watchdog.disarm(self)
+            if not parsed:
+                return
+            if late:
+                self.close_connection = True
+                self._write(*_json_response(408, "request_timeout", "the request head did not arrive in time", None))
+                return
+            self._dispatch()
+            self.answered += 1
+
+        def handle_expect_100(self):
+            # "100 Continue" is sent by _dispatch once the key and length are accepted, so that a
+            # refused client never sends its body.
+            return True
+
         def send_error(self, code, message=None, explain=None):
-            # Malformed request lines and headers: JSON like everything else, then close.
+            # Malformed request lines and headers: JSON like everything else, a 4xx (an HTTP
+            # version this server does not speak is the client's request too), then close.
             self.close_connection = True
             if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
                 self.request_version = "HTTP/1.0"  # answer with a status line and headers regardless
-            status, headers, data = _json_response(code, "bad_request", message or "malformed HTTP request", None)
-            self._write(status, headers, data)
+            status = code if code < 500 else 400
+            self._write(*_json_response(status, "bad_request", message or "malformed HTTP request", None))
 
         def _write(self, status, headers, data, head=False):
             try:
@@ -309,38 +505,58 @@ def _handler_class(api: LocalApi):
                 self.end_headers()
                 if not head:
                     self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
+                self.wfile.flush()
+            except OSError:
                 self.close_connection = True
 
-        def _read_body(self):
-            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                return None, (411, "length_required", "send a Content-Length; chunked bodies are not supported")
-            raw = self.headers.get("Content-Length")
+        def _refuse(self, answer: Answer) -> None:
+            """Answer without reading the body, then close (the unread body would be taken for
+            the next request)."""
+            self.close_connection = True
+            self._write(*answer)
+            _linger(self.connection, limits.linger_s)
+
+        def _read_body(self, length: int, request_id: str) -> bytes | None:
+            if "100-continue" in (self.headers.get("Expect") or "").lower() and self.request_version >= "HTTP/1.1":
+                self.send_response_only(HTTPStatus.CONTINUE)
+                self.end_headers()
+            watchdog = self.server.watchdog
+            watchdog.arm(self, limits.body_timeout_s)
             try:
-                length = int(raw) if raw is not None else 0
-                if length < 0:
-                    raise ValueError
-            except ValueError:
-                return None, (400, "bad_request", "Content-Length is not a non-negative integer")
-            if length > MAX_BODY_BYTES:
-                if length <= API_GATEWAY_MAX_BODY_BYTES:  # read it, so the client sees the answer
-                    while length > 0:
-                        length -= len(self.rfile.read(min(length, 1 << 20)) or b"x" * length)
-                return None, (413, "payload_too_large", f"the request body is over the {MAX_BODY_BYTES}-byte limit")
-            return self.rfile.read(length), None
+                body = self.rfile.read(length) if length else b""
+            except OSError:
+                body = b""
+            finally:
+                late = watchdog.disarm(self)
+            if len(body) == length:
+                return body
+            self.close_connection = True
+            if late:
+                self._write(*_json_response(408, "request_timeout", "the request body did not arrive in time", request_id))
+            return None
 
         def _dispatch(self):
-            body, problem = self._read_body()
-            if problem:
-                self.close_connection = True  # the unread body would be taken for the next request
-                self._write(*_json_response(problem[0], problem[1], problem[2], None))
+            request_id = str(uuid.uuid4())
+            headers = list(self.headers.items())
+            refused = api.precheck(self.command, self.path, headers, request_id)
+            if refused is None:
+                try:
+                    length = content_length(self.headers)
+                    if length > MAX_BODY_BYTES:
+                        raise ApiError(f"the request body is {length} bytes; the limit is {MAX_BODY_BYTES}",
+                                       status=413, code="payload_too_large")
+                except ApiError as exc:
+                    refused = _error_response(exc, request_id)
+            if refused is not None:
+                self._refuse(refused)
                 return
-            status, headers, data = api.handle(
-                self.command, self.path, list(self.headers.items()), body, self.client_address[0]
+            body = self._read_body(length, request_id)
+            if body is None:
+                return
+            status, out_headers, data = api.handle(
+                self.command, self.path, headers, body, self.client_address[0], request_id=request_id
             )
-            self._write(status, headers, data, head=self.command == "HEAD")
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _dispatch
+            self._write(status, out_headers, data, head=self.command == "HEAD")
 
     return Handler
 
@@ -447,20 +663,22 @@ def manifest_stack(manifest, build_root: Path | None = None, models: list[str] |
         )
         tasks[spec.name] = spec.task
     if stack.instances:
-        stack.routes = table_routes(stack.instances, tasks)
+        built = [(s.name, s.task, s.target) for s in manifest.select(models) if s.name in stack.instances]
+        stack.routes = table_routes(stack.instances, tasks, default_model(built))
     return stack
 
 
-def table_routes(instances: dict[str, Target], tasks: dict[str, str]) -> list[Route]:
+def table_routes(instances: dict[str, Target], tasks: dict[str, str], default: str | None = None) -> list[Route]:
     """The route table (maas_api.routes) for these models, each route to the function that answers it.
 
-    Every method of the table is routed as API Gateway routes it. Besides, any method on a path of
-    the table, and any other path, reaches a function too (`ANY`), so that a wrong method or an
+    Every method of the table is routed as API Gateway routes it: a model's routes to its own
+    function, the shared ones (POST /v1/embeddings included) to the `default` model's function
+    (routes.default_model; the first one if not given). Besides, any method on a path of the
+    table, and any other path, reaches a function too (`ANY`), so that a wrong method or an
     unknown route gets the function's JSON 405 or 404: a model's own paths (including the routes
     its task lacks) reach that model's function, everything else the default function.
     """
-    default = next(iter(instances.values()))
-    embedding = {name: instances[name] for name, task in tasks.items() if task == EMBEDDING_TASK}
+    default = instances[default] if default is not None else next(iter(instances.values()))
     routes: list[Route] = []
     for name, instance in instances.items():
         for spec in model_routes():
@@ -469,11 +687,7 @@ def table_routes(instances: dict[str, Target], tasks: dict[str, str]) -> list[Ro
                 routes.append(Route(spec.method, path, instance))
             routes.append(Route("ANY", path, instance))
     for spec in shared_routes():
-        target = default
-        if spec.operation == "embeddings":
-            # Locally the OpenAI `model` field picks the function; in AWS the default one answers.
-            target = BodyModelDispatch(embedding, next(iter(embedding.values()), default))
-        routes += [Route(spec.method, spec.path, target), Route("ANY", spec.path, target)]
+        routes += [Route(spec.method, spec.path, default), Route("ANY", spec.path, default)]
     routes.append(Route("ANY", "/{proxy+}", default))
     return routes
 

@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -436,12 +437,21 @@ def template_stack(cdk_out: str | os.PathLike, root: Path, stack: str | None = N
             result.functions[fid] = function
             result.instances[fid] = FunctionInstance(function.name, function, function.memory_mb, function.timeout_s)
         for method in assembly.methods:
-            result.routes.append(Route(method.http_method, method.path, result.instances[method.function_id]))
+            result.routes.append(Route(method.http_method, method.path, result.instances[method.function_id],
+                                       api_key_required=method.api_key_required))
             result.api_key_required |= method.api_key_required
     except BaseException:
         result.close()
         raise
     return result
+
+
+def keyed_api(built: TemplateStack, api_key: str | None) -> tuple[LocalApi, str | None]:
+    """The local API for the template's routes, checking the key where its methods require one
+    (ApiKeyRequired); with no key given for such a template, a fresh one is made (as API Gateway
+    makes the stack's key) and returned as the second value."""
+    generated = secrets.token_urlsafe(24) if built.api_key_required and not api_key else None
+    return LocalApi(built.routes, api_key=api_key or generated), generated
 
 
 def serve(cdk_out: str | os.PathLike, root: Path, host: str = DEFAULT_HOST, port: int = 3000,
@@ -451,10 +461,12 @@ def serve(cdk_out: str | os.PathLike, root: Path, host: str = DEFAULT_HOST, port
     except TemplateError as exc:
         print(f"cannot serve the template: {exc}", file=out)
         return 1
-    api = LocalApi(built.routes, api_key=api_key or os.environ.get(ENV_API_KEY))
+    api, generated = keyed_api(built, api_key or os.environ.get(ENV_API_KEY))
     url = api.start(host, port)
     print(f"maas local API from {cdk_out} on {url} ({len(built.functions)} functions, "
-          f"{len(built.routes)} methods{', API key required' if api.api_key else ''})", file=out)
+          f"{len(built.routes)} methods{', API key required' if built.api_key_required else ''})", file=out)
+    if generated:
+        print(f"  x-api-key: {generated}   (generated; pass --api-key or set {ENV_API_KEY} to choose one)", file=out)
     for route in sorted(built.routes, key=lambda r: r.resource):
         print(f"  {route.method:5} {url}{route.resource}  -> {route.target.name}", file=out)
     print("(Ctrl-C stops)", file=out, flush=True)

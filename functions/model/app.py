@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,12 +26,16 @@ from maas_api.constants import (
     ENV_MODEL_NAME,
     ENV_MODEL_S3_URI,
     ENV_TMP_DIR,
+    S3_CONNECT_TIMEOUT_S,
+    S3_MAX_ATTEMPTS,
+    S3_READ_TIMEOUT_S,
 )
 from maas_runtime import (
     CARD_FILE,
     ENV_SIGNING_PUBLIC_KEYS,
     RuntimeLibraryError,
     TrustedKeys,
+    forget_models,
     load_model,
     read_card,
     verify_artifact,
@@ -112,25 +117,38 @@ def s3_client():
 
     return boto3.client(
         "s3",
-        config=BotoConfig(connect_timeout=2, read_timeout=20, retries={"mode": "standard", "max_attempts": 3}),
+        config=BotoConfig(
+            connect_timeout=S3_CONNECT_TIMEOUT_S,
+            read_timeout=S3_READ_TIMEOUT_S,
+            retries={"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS},
+        ),
     )
 
 
-def _s3_error(exc: Exception) -> ApiError:
-    """An S3 failure as the status a client should see; the bucket and key stay in the logs."""
-    from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+def _s3_error(exc: Exception, location: str) -> ApiError:
+    """An S3 failure as the status a client should see; the bucket and key go to the log only.
 
+    "Missing" is only told apart from "denied" because the function may list its own prefix
+    (infra ArtifactBucket.grant_read): without s3:ListBucket, S3 answers AccessDenied for both.
+    """
+    from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    log = {"artifact": location}
     if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError)):
-        return GatewayTimeout("timed out fetching the model artifact; retry shortly", code="artifact_timeout")
+        return GatewayTimeout("timed out fetching the model artifact; retry shortly", code="artifact_timeout", log=log)
+    if isinstance(exc, BotoConnectionError):  # refused or reset connections, no route
+        return Unavailable("the model artifact store cannot be reached; retry shortly", code="artifact_store_unreachable",
+                           log=log)
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in _MISSING:
-            return Unavailable("the model artifact is missing from its store", code="artifact_missing")
+            return Unavailable("the model artifact is missing from its store", code="artifact_missing", log=log)
         if code in _DENIED:
-            return BadGateway("the model artifact store refused access", code="artifact_access_denied")
+            return BadGateway("the model artifact store refused access", code="artifact_access_denied", log=log)
         if code in _BUSY:
-            return Unavailable("the model artifact store is busy; retry shortly", code="artifact_store_busy")
-    return BadGateway("fetching the model artifact failed", code="artifact_fetch_failed")
+            return Unavailable("the model artifact store is busy; retry shortly", code="artifact_store_busy", log=log)
+    return BadGateway("fetching the model artifact failed", code="artifact_fetch_failed", log=log)
 
 
 class S3Artifact:
@@ -154,26 +172,35 @@ class S3Artifact:
             self._client = s3_client()
         return self._client
 
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
     def _get(self, name: str, dest: Path) -> None:
-        response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)
-        with open(dest, "wb") as fh:
-            for chunk in response["Body"].iter_chunks(1 << 20):
-                fh.write(chunk)
+        key = self.prefix + name
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            with open(dest, "wb") as fh:
+                for chunk in response["Body"].iter_chunks(1 << 20):
+                    fh.write(chunk)
+        except Exception as exc:
+            raise _s3_error(exc, f"s3://{self.bucket}/{key}") from exc
 
     def _get_signature(self, folder: Path) -> None:
-        """card.sig, fetched only where signatures are required. Missing, it is left out and
-        refused by the check; S3 answers AccessDenied rather than NoSuchKey for a missing key when
-        the role may not list the bucket, so both mean "no signature" here."""
-        from botocore.exceptions import ClientError
-
+        """card.sig, fetched only where signatures are required; a missing one is left out, and the
+        signature check then refuses the artifact (the function may list its prefix, so S3 tells
+        "missing" from "denied")."""
         try:
             self._get(SIG_FILE, folder / SIG_FILE)
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) not in _MISSING | {"AccessDenied", "403"}:
+        except ApiError as exc:
+            if exc.code != "artifact_missing":
                 raise
 
     def fetch(self) -> Path:
-        """Download and verify; a folder that fails verification is deleted, never served."""
+        """Download and verify into a new folder; one that fails is deleted, never served.
+
+        Raises ApiError: the S3 failure's status, or 503 artifact_invalid for what fails verification.
+        """
         folder = Path(tempfile.mkdtemp(prefix="maas-model-", dir=self.tmp_dir))
         try:
             self._get(CARD_FILE, folder / CARD_FILE)
@@ -184,6 +211,11 @@ class S3Artifact:
                 self._get(check_file_name(name), folder / name)
             verify_artifact(folder, card)
             return folder
+        except RuntimeLibraryError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            error = from_runtime(exc)
+            error.log["artifact"] = self.uri
+            raise error from exc
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -201,18 +233,19 @@ class LocalModelBackend:
         self._error: str | None = None
         self._lock = threading.Lock()
 
-    def _folder(self) -> Path:
+    @property
+    def location(self) -> str:
+        """Where the artifact comes from, for the log."""
+        return self.config.model_dir or self.config.model_s3_uri or "(none)"
+
+    def _folder(self) -> tuple[Path, bool]:
+        """The artifact's folder, and whether it is a download of this instance's (deleted on failure)."""
         if self.config.model_dir:
-            return Path(self.config.model_dir)
+            return Path(self.config.model_dir), False
         if self.config.model_s3_uri:
             source = S3Artifact(self.config.model_s3_uri, self.config.tmp_dir, client=self._s3,
                                 trusted_keys=self._trusted_keys())
-            try:
-                return source.fetch()
-            except RuntimeLibraryError:
-                raise
-            except Exception as exc:
-                raise _s3_error(exc) from exc
+            return source.fetch(), True
         raise Unavailable("this function has no model configured", code="misconfigured")
 
     def _trusted_keys(self) -> TrustedKeys | None:
@@ -233,20 +266,44 @@ class LocalModelBackend:
                 if not self.name:
                     raise Unavailable("this function has no model configured", code="misconfigured")
                 try:
-                    model = load_model(self._folder(), self._trusted_keys())
-                except RuntimeLibraryError as exc:
-                    self._error = exc.code
-                    raise from_runtime(exc) from exc
+                    self._model = self._load()
+                    self._error = None
                 except ApiError as exc:
                     self._error = exc.code
                     raise
-                if model.name != self.name:
-                    self._error = "artifact_invalid"
-                    raise Unavailable(
-                        f"the packaged artifact is for model {model.name!r}, not {self.name!r}", code="artifact_invalid"
-                    )
-                self._model, self._error = model, None
         return self._model
+
+    def _load(self):
+        trusted_keys = self._trusted_keys()
+        folder, downloaded = self._folder()
+        try:
+            model = load_model(folder, trusted_keys)
+            if model.name != self.name:
+                raise Unavailable(f"the artifact is for model {model.name!r}, not {self.name!r}", code="artifact_invalid")
+            return model
+        except BaseException as exc:
+            # Nothing of a failed load stays: not its session or model (memory), nor a downloaded
+            # folder (/tmp), so that retries neither grow the instance nor answer from a stale copy.
+            # The traceback's frames would hold the half-built model (and its session) until the
+            # cycle collector ran: their locals go now, the traceback itself stays for the log.
+            traceback.clear_frames(exc.__traceback__)
+            forget_models(folder)
+            if downloaded:
+                shutil.rmtree(folder, ignore_errors=True)
+            log = {"artifact": self.location}
+            if isinstance(exc, ApiError):
+                exc.log.update(log)
+                raise
+            if isinstance(exc, RuntimeLibraryError):
+                error = from_runtime(exc)
+            elif isinstance(exc, Exception):
+                # Verified files that onnxruntime or tokenizers cannot read (a build bug, a wrong
+                # library version): the type names the problem, the message (with paths) is logged.
+                error = Unavailable(f"the model could not be loaded ({type(exc).__name__})", code="model_load_failed")
+            else:
+                raise
+            error.log.update(log)
+            raise error from exc
 
     def task(self) -> str:
         return self.model().card.task
@@ -263,7 +320,16 @@ class LocalModelBackend:
             prediction = getattr(model, method)(inputs, parameters)
         except RuntimeLibraryError as exc:
             raise from_runtime(exc) from exc
+        except Exception as exc:
+            # The checks passed and the model itself failed (onnxruntime raising): a server error.
+            raise ApiError("the model failed to answer this request", code="model_error",
+                           log={"artifact": self.location}) from exc
         return {"model": model.name, "version": model.version, "outputs": prediction.outputs, "usage": prediction.usage}
+
+    def check(self) -> dict:
+        model = self.model()
+        self.predict(model.task.smoke_input(), {})
+        return {"version": model.version}
 
     def status(self) -> dict:
         model = self._model

@@ -27,6 +27,8 @@ from maas_api.constants import (
     ENV_SAGEMAKER_RUNTIME_URL,
     JSON,
     SAGEMAKER_CONNECT_TIMEOUT_S,
+    SAGEMAKER_EXPLAIN,
+    SAGEMAKER_EXPLAIN_READ_TIMEOUT_S,
     SAGEMAKER_MAX_ATTEMPTS,
     SAGEMAKER_READ_TIMEOUT_S,
 )
@@ -54,22 +56,23 @@ class Config:
         )
 
 
-def client_config():
+def client_config(read_timeout: int = SAGEMAKER_READ_TIMEOUT_S, attempts: int = SAGEMAKER_MAX_ATTEMPTS):
     from botocore.config import Config as BotoConfig
 
     return BotoConfig(
         connect_timeout=SAGEMAKER_CONNECT_TIMEOUT_S,
-        read_timeout=SAGEMAKER_READ_TIMEOUT_S,
-        retries={"mode": "standard", "total_max_attempts": SAGEMAKER_MAX_ATTEMPTS},
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": attempts},
         tcp_keepalive=True,
     )
 
 
-def runtime_client(runtime_url: str | None = None):
+def runtime_client(runtime_url: str | None = None, config=None):
     import boto3
 
+    config = config or client_config()
     if not runtime_url:
-        return boto3.client("sagemaker-runtime", config=client_config())
+        return boto3.client("sagemaker-runtime", config=config)
     # The local serving program: any credentials will do, but the client must be able to sign.
     session = boto3.session.Session()
     credentials = session.get_credentials()
@@ -79,7 +82,7 @@ def runtime_client(runtime_url: str | None = None):
         region_name=session.region_name or "us-east-1",
         aws_access_key_id=None if credentials else "local",
         aws_secret_access_key=None if credentials else "local",
-        config=client_config(),
+        config=config,
     )
 
 
@@ -133,10 +136,11 @@ def _model_error(response: dict) -> ApiError:
 
 
 class SageMakerBackend:
-    def __init__(self, config: Config, client=None):
+    def __init__(self, config: Config, client=None, explain_client=None):
         self.config = config
         self.name = config.model_name
         self._client = client
+        self._explain_client = explain_client
         self._lock = threading.Lock()
         self._catalog: Catalog | None = None
 
@@ -159,19 +163,39 @@ class SageMakerBackend:
     def task(self) -> str:
         return self._entry().card.task
 
+    @property
+    def explain_client(self):
+        if self._explain_client is None:
+            with self._lock:
+                if self._explain_client is None:
+                    config = client_config(read_timeout=SAGEMAKER_EXPLAIN_READ_TIMEOUT_S, attempts=1)
+                    self._explain_client = runtime_client(self.config.runtime_url, config)
+        return self._explain_client
+
     def predict(self, inputs: list, parameters: dict) -> dict:
+        return self._invoke(self.client, inputs, parameters, {})
+
+    def explain(self, inputs: list, parameters: dict) -> dict:
+        """The container explains with the same runtime (Model.explain), asked through InvokeEndpoint's
+        CustomAttributes; with a client of its own: one attempt, a longer read timeout."""
+        return self._invoke(self.explain_client, inputs, parameters, {"CustomAttributes": SAGEMAKER_EXPLAIN})
+
+    def _invoke(self, client, inputs: list, parameters: dict, extra: dict) -> dict:
         if not self.config.endpoint_name:
             raise Unavailable("this function has no SageMaker endpoint configured", code="misconfigured")
         body = json.dumps({"inputs": inputs, "parameters": parameters})
         try:
-            response = self.client.invoke_endpoint(
-                EndpointName=self.config.endpoint_name, ContentType=JSON, Accept=JSON, Body=body
+            response = client.invoke_endpoint(
+                EndpointName=self.config.endpoint_name, ContentType=JSON, Accept=JSON, Body=body, **extra
             )
             payload = json.loads(response["Body"].read())
         except ValueError:
-            raise BadGateway("the model endpoint answered with something other than JSON", code="upstream_error")
+            raise BadGateway("the model endpoint answered with something other than JSON", code="upstream_error",
+                             log={"endpoint": self.config.endpoint_name})
         except Exception as exc:
-            raise sagemaker_error(exc) from exc
+            error = sagemaker_error(exc)
+            error.log["endpoint"] = self.config.endpoint_name
+            raise error from exc
         if not isinstance(payload, dict) or not isinstance(payload.get("outputs"), list):
             raise BadGateway("the model endpoint's answer has no outputs", code="upstream_error")
         if len(payload["outputs"]) != len(inputs):
@@ -182,6 +206,13 @@ class SageMakerBackend:
             "outputs": payload["outputs"],
             "usage": payload.get("usage") if isinstance(payload.get("usage"), dict) else {},
         }
+
+    def check(self) -> dict:
+        """The minimal check: the model is in the catalog and an endpoint is configured. It does not
+        call the endpoint (each call is billed, and SageMaker's own health checks watch /ping)."""
+        if not self.config.endpoint_name:
+            raise Unavailable("this function has no SageMaker endpoint configured", code="misconfigured")
+        return {"version": self._entry().card.version}
 
     def status(self) -> dict:
         try:

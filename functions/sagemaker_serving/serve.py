@@ -4,7 +4,8 @@ SageMaker's inference contract: the container is started as ``serve``, listens o
 answers ``GET /ping`` (healthy once the model is loaded) and ``POST /invocations``. The model
 comes from /opt/ml/model (SageMaker unpacks model.tar.gz there). Requests and answers are the
 Lambda path's: ``{"inputs", "parameters"}`` -> ``{"model", "version", "outputs", "usage"}``, and
-errors are the same envelope with the same statuses. maas_runtime picks onnxruntime's CUDA
+errors are the same envelope with the same statuses; with the CustomAttributes
+``maas-operation=explain`` the answer is the explain route's. maas_runtime picks onnxruntime's CUDA
 provider when the image has it, CPU otherwise.
 
     python serve.py serve [--model-dir DIR] [--port 8080] [--host 0.0.0.0]
@@ -35,10 +36,13 @@ from maas_api.constants import (
     ENV_SM_MODEL_DIR,
     JSON,
     MAX_BODY_BYTES,
+    SAGEMAKER_CUSTOM_ATTRIBUTES_HEADER,
+    SAGEMAKER_EXPLAIN,
 )
 from maas_api.errors import ApiError, PayloadTooLarge, Unprocessable, envelope, from_runtime
+from maas_api.framing import content_length
 from maas_api.function import validation_message, check_json_body
-from maas_api.schemas import InvokeRequest
+from maas_api.schemas import ExplainRequest, InvokeRequest
 from maas_runtime import CARD_FILE, RuntimeLibraryError, load_model, read_card, verify_artifact
 from pydantic import ValidationError
 
@@ -53,12 +57,13 @@ class Server:
         # One batch at a time: the GPU (or the CPU's threads) are already busy with one.
         self._lock = threading.Lock()
 
-    def invoke(self, body: bytes, content_type: str | None) -> tuple[int, dict]:
-        """(status, JSON body) for one /invocations request; never raises."""
+    def invoke(self, body: bytes, content_type: str | None, explain: bool = False) -> tuple[int, dict]:
+        """(status, JSON body) for one /invocations request (explanations where the caller's
+        CustomAttributes ask for them); never raises."""
         try:
             event = {"body": body.decode("utf-8", "surrogateescape"), "headers": {"content-type": content_type or ""}}
             check_json_body(event)
-            request = InvokeRequest.model_validate_json(body)
+            request = (ExplainRequest if explain else InvokeRequest).model_validate_json(body)
         except ApiError as exc:
             return int(exc.status), envelope(exc.code, exc.message, None)
         except ValidationError as exc:
@@ -66,7 +71,8 @@ class Server:
             return int(error.status), envelope(error.code, error.message, None)
         try:
             with self._lock:
-                prediction = self.model.predict(request.inputs, request.parameters)
+                answer = self.model.explain if explain else self.model.predict
+                prediction = answer(request.inputs, request.parameters)
         except RuntimeLibraryError as exc:
             error = from_runtime(exc)
             return int(error.status), envelope(error.code, error.message, None)
@@ -108,13 +114,16 @@ def _handler_class(server: Server, runtime_api: bool):
             if path.rstrip("/") != "/invocations" and not runtime:
                 self._send(404, envelope("not_found", "the container answers GET /ping and POST /invocations", None))
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                error = PayloadTooLarge(f"the request body is {length} bytes; the limit is {MAX_BODY_BYTES}")
-                self.close_connection = True
+            try:
+                length = content_length(self.headers)
+                if length > MAX_BODY_BYTES:
+                    raise PayloadTooLarge(f"the request body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+            except ApiError as error:
+                self.close_connection = True  # the body stays unread
                 self._send(int(error.status), envelope(error.code, error.message, None))
                 return
-            status, payload = server.invoke(self.rfile.read(length), self.headers.get("Content-Type"))
+            explain = self.headers.get(SAGEMAKER_CUSTOM_ATTRIBUTES_HEADER, "").strip() == SAGEMAKER_EXPLAIN
+            status, payload = server.invoke(self.rfile.read(length), self.headers.get("Content-Type"), explain)
             if runtime and status != 200:
                 # What the sagemaker-runtime front end answers when a container fails a request.
                 self._send(

@@ -49,7 +49,7 @@ class WordExplain(ExplainTable):
 
     max_coalitions: Integer(16, 8192) = 512
     max_evaluations: Integer(16, 100_000) = 1024
-    max_tokens: Integer(256, 10_000_000) = 16384
+    max_tokens: Integer(256, 10_000_000) = 8192
     """Tokens over every sequence one request runs: a sequence costs about its length, so this
     bounds a long text's latency where max_coalitions alone would not."""
 

@@ -27,6 +27,13 @@ class CatalogEntry:
     def name(self) -> str:
         return self.card.name
 
+    @property
+    def task_class(self):
+        """The runtime's task for this model (imported here: only the OpenAPI document needs it)."""
+        from maas_runtime.tasks import task_for
+
+        return task_for(self.card.task)
+
 
 class Catalog:
     def __init__(self, entries: list[CatalogEntry]):

@@ -37,12 +37,27 @@ MAX_BODY_BYTES = 6 * 1024 * 1024
 """Lambda's synchronous payload limit: a larger body never reaches a function in AWS."""
 MAX_JSON_DEPTH = 32
 """The deepest request we accept: an 8x8 image batch is 3 levels; thousands are an attack."""
+HEALTH_CACHE_S = 5.0
+"""How long GET /health reuses its last smoke inference (and a failure): probes cost no model time."""
 
 # --- SageMaker runtime client: the whole call, retries included, stays under API Gateway's 29 s.
 SAGEMAKER_CONNECT_TIMEOUT_S = 1
 SAGEMAKER_READ_TIMEOUT_S = 5
 SAGEMAKER_MAX_ATTEMPTS = 3
 """Attempts in all, the first included (botocore's total_max_attempts). Worst case: 3 x (1 + 5) s plus standard-mode backoff (< 1 s, then < 2 s) = 21 s."""
+SAGEMAKER_EXPLAIN_READ_TIMEOUT_S = 25
+"""An explanation runs the model hundreds of times: one attempt, (1 + 25) s, not worth repeating."""
+SAGEMAKER_CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+"""How InvokeEndpoint's CustomAttributes reach the container."""
+SAGEMAKER_EXPLAIN = "maas-operation=explain"
+"""The CustomAttributes that ask the serving program for explanations (Model.explain) instead of predictions."""
+
+# --- S3 client for artifacts: a cold start's download fails within Lambda's 10 s init, not hangs.
+S3_CONNECT_TIMEOUT_S = 2
+S3_READ_TIMEOUT_S = 5
+"""Per read: a large object streams in many reads, each within this."""
+S3_MAX_ATTEMPTS = 2
+"""Attempts in all per object (botocore's total_max_attempts), the first included."""
 
 API_KEY_HEADER = "x-api-key"
 REQUEST_ID_HEADER = "x-request-id"

@@ -2,11 +2,15 @@
 
 Every error a client sees is ``{"error": {"code", "message"}, "request_id"}``. Messages name
 the problem in the request; they never carry a stack trace, a file path or an AWS account id.
+What a 5xx leaves out (the root cause, the artifact's key, the endpoint) goes to the log: an
+ApiError raised ``from`` its cause carries it, with `log` for the facts the cause does not name.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
+
+from maas_runtime.errors import quoted as short  # noqa: F401 - one way to quote client input in a message
 
 
 class ApiError(Exception):
@@ -15,7 +19,8 @@ class ApiError(Exception):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
     code = "internal_error"
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, headers=None):
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, headers=None,
+                 log: dict | None = None):
         super().__init__(message)
         self.message = message
         if status is not None:
@@ -23,6 +28,8 @@ class ApiError(Exception):
         if code is not None:
             self.code = code
         self.headers = dict(headers or {})
+        self.log = dict(log or {})
+        """Facts for the structured log only (an artifact's S3 key, an endpoint name), never the body."""
 
 
 # The kinds of failure a client can see: one line each, a table of status and stable code.
@@ -59,8 +66,3 @@ def from_runtime(exc) -> ApiError:
 def envelope(code: str, message: str, request_id: str | None) -> dict:
     return {"error": {"code": code, "message": message}, "request_id": request_id}
 
-
-def short(value, limit: int = 64) -> str:
-    """A client-supplied value quoted for an error message, cut to a readable length."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + "...'"

@@ -16,9 +16,11 @@ import inspect
 import json
 import os
 import struct
+import threading
 import time
 import warnings
 from contextlib import nullcontext
+from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Annotated, Any, Callable, Protocol
 
@@ -27,7 +29,6 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.shared.constants import TRACER_DISABLED_ENV as TRACE_DISABLED_ENV
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
-from aws_lambda_powertools.event_handler.openapi.constants import DEFAULT_OPENAPI_RESPONSE_DESCRIPTION
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
@@ -36,27 +37,38 @@ from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from . import __version__
 from .catalog import Catalog
-from .constants import API_KEY_HEADER, JSON, MAX_BODY_BYTES, MAX_JSON_DEPTH, METRICS_NAMESPACE, REQUEST_ID_HEADER
+from .constants import HEALTH_CACHE_S, JSON, MAX_BODY_BYTES, MAX_JSON_DEPTH, METRICS_NAMESPACE, REQUEST_ID_HEADER
 from .errors import (
     ApiError,
     BadRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Unavailable,
     Unprocessable,
     UnsupportedMediaType,
     envelope,
     short,
 )
-from .routes import EMBEDDING_TASK, ERRORS, ROUTES, RouteSpec, allowed_methods, find
-from .schemas import EmbeddingsRequest, ErrorResponse, ExplainRequest, Health, InvokeRequest, ModelList
+from .routes import EMBEDDING_TASK, ROUTES, RouteSpec, allowed_methods, find
+from .schemas import EmbeddingsRequest, ExplainRequest, Health, InvokeRequest, ModelList
 
 # Health, catalog and error answers record no metric by design; Powertools warns about each one.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
+_RESOLVING = threading.Lock()
+"""Powertools keeps the request being resolved in class attributes (BaseRouter.current_event and
+lambda_context), shared by every resolver of the process: two functions resolving at once in one
+process (`maas serve`, several models) would read each other's requests. Lambda runs one request
+per process, so there the lock is never contended; locally, functions answer one at a time."""
+
 
 class Backend(Protocol):
-    """What answers for one model: a local ONNX model, or a SageMaker endpoint."""
+    """What answers for one model: a local ONNX model, or a SageMaker endpoint.
+
+    Every method but `status` raises ApiError on failure, raised ``from`` its root cause (and with
+    `ApiError.log` naming what the cause does not: an S3 key, an endpoint), which the function logs.
+    """
 
     name: str
 
@@ -64,26 +76,17 @@ class Backend(Protocol):
         """The model's task ("embedding", ...); may load the model."""
 
     def predict(self, inputs: list, parameters: dict) -> dict:
-        """{"model", "version", "outputs", "usage"}; raises ApiError on failure."""
+        """{"model", "version", "outputs", "usage"}."""
 
     # Optional: explain(inputs, parameters) -> dict, shaped as predict's answer. A backend without
     # it (a SageMaker endpoint) answers the explain route with 404.
 
     def status(self) -> dict:
-        """{"loaded": bool, "version": str | None} without loading anything."""
+        """{"loaded": bool, "version": str | None, "error": code | None} without loading anything."""
 
-
-# OpenAPI's description of each error status, with the envelope's schema.
-_ERROR_RESPONSES = {
-    status: {"description": text, "content": {JSON: {"model": ErrorResponse}}} for status, text in ERRORS.items()
-}
-
-
-def _responses(spec: RouteSpec) -> dict[int, dict] | None:
-    """The route's answers for OpenAPI: success (its schema comes from the response model) and its errors."""
-    if spec.response is None:
-        return None
-    return {200: {"description": DEFAULT_OPENAPI_RESPONSE_DESCRIPTION}, **{s: _ERROR_RESPONSES[s] for s in spec.errors}}
+    def check(self) -> dict:
+        """Prove the model answers: run its smoke input the way a request runs (loading it first if
+        need be); {"version": str}. The health route calls it, at most once per HEALTH_CACHE_S."""
 
 
 def serialize_json(body: Any) -> str:
@@ -163,10 +166,12 @@ def check_json_body(event: dict) -> None:
 
 
 def validation_message(errors: list[dict]) -> str:
+    """pydantic's errors as one message; field names come from the client, so each is cut short."""
     parts = []
     for err in errors[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg') or err.get('type')}")
+        loc = ".".join(p if isinstance(p, str) and p.isidentifier() and len(p) <= 40 else short(p, 40)
+                       for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {str(err.get('msg') or err.get('type'))[:200]}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
 
@@ -182,7 +187,8 @@ class ApiFunction:
         self.backend = backend
         self.catalog_path = catalog_path
         self._catalog: Catalog | None = None
-        self._openapi: str | None = None
+        self._openapi: dict[bool, str] = {}
+        self._health: tuple[float, Health | ApiError] | None = None
         service = f"maas-{backend.name}"
         self.logger = Logger(service=service)
         # Tracer imports the X-Ray SDK (and botocore) and starts its sampler, on every
@@ -215,7 +221,8 @@ class ApiFunction:
             spec = find(method, path)
             if spec is not None and spec.request is not None:
                 check_json_body(event)
-            result = self.app.resolve(event, context)
+            with _RESOLVING:
+                result = self.app.resolve(event, context)
         except ApiError as exc:
             result = self._error_dict(exc, request_id)
         if request_id:
@@ -226,7 +233,7 @@ class ApiFunction:
         return result
 
     def _error_dict(self, exc: ApiError, request_id: str | None) -> dict:
-        self.logger.info("request rejected", extra={"status": int(exc.status), "code": exc.code})
+        self._log_error(exc, request_id)
         return {
             "statusCode": int(exc.status),
             "headers": {"Content-Type": JSON, **exc.headers},
@@ -245,11 +252,29 @@ class ApiFunction:
     def _request_id(self) -> str | None:
         return request_id_of(self.app.current_event.raw_event, self.app.lambda_context)
 
+    def _log_error(self, exc: ApiError, request_id: str | None) -> None:
+        """A 4xx is logged as the client's problem; a 5xx (as an error) and a 429 (as a warning: a
+        capacity signal) with the root cause (the deepest exception it was raised from: type,
+        message, traceback) and what ApiError.log names along the way."""
+        fields = {"status": int(exc.status), "code": exc.code, "request_id": request_id}
+        if exc.status < 500 and exc.status != 429:
+            self.logger.info("request rejected", extra=fields)
+            return
+        root: BaseException = exc
+        for _ in range(16):  # a chain, not a cycle
+            below = root.__cause__ or (None if root.__suppress_context__ else root.__context__)
+            if below is None:
+                break
+            root = below
+            fields.update(getattr(root, "log", None) or {})
+        fields.update(exc.log)
+        fields.update(error_type=type(root).__name__, error_message=str(root)[:2000])
+        exc_info = (type(root), root, root.__traceback__) if root is not exc else None
+        log = self.logger.error if exc.status >= 500 else self.logger.warning
+        log(f"request failed: {exc.message}", extra=fields, exc_info=exc_info)
+
     def _error_response(self, exc: ApiError) -> Response:
-        if exc.status >= 500:
-            self.logger.warning("request failed", extra={"status": int(exc.status), "code": exc.code})
-        else:
-            self.logger.info("request rejected", extra={"status": int(exc.status), "code": exc.code})
+        self._log_error(exc, self._request_id())
         return Response(
             status_code=int(exc.status),
             content_type=JSON,
@@ -302,22 +327,44 @@ class ApiFunction:
         if "input_tokens" in usage:
             self.metrics.add_metric(name="input_tokens", unit=MetricUnit.Count, value=usage["input_tokens"])
 
-    def openapi_json(self) -> str:
-        if self._openapi is None:
-            # Imported here, not at module load: only this route needs the OpenAPI models, and
-            # importing them at load would lengthen every cold start.
-            from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+    def health(self) -> Health:
+        """The backend's check, reused for HEALTH_CACHE_S (a failure too: a broken model is not
+        retried on every probe); a failure answers 503 with its reason."""
+        now = time.monotonic()
+        if self._health is None or now - self._health[0] > HEALTH_CACHE_S:
+            try:
+                result = self.backend.check()
+                outcome: Health | ApiError = Health(
+                    status="ok", model=self.backend.name, version=str(result["version"]), loaded=True,
+                    checked_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                )
+            except ApiError as exc:
+                outcome = exc
+            except Exception as exc:  # noqa: BLE001 - a backend bug: still a 503 with its cause logged
+                outcome = Unavailable(f"the health check failed ({type(exc).__name__})", code="model_error")
+                outcome.__cause__ = exc
+            self._health = (now, outcome)
+        outcome = self._health[1]
+        if isinstance(outcome, ApiError):
+            raise Unavailable(f"health check failed: {outcome.message}", code=outcome.code) from outcome
+        return outcome
 
-            self._openapi = self.app.get_openapi_json_schema(
-                title="maas: models as a service",
-                version=__version__,
-                summary="Optimized ONNX models behind one HTTPS API",
-                description="Each model has its own function; errors are "
-                '{"error": {"code", "message"}, "request_id"}.',
-                security_schemes={"apiKey": APIKey(name=API_KEY_HEADER, in_=APIKeyIn.header)},
-                security=[{"apiKey": []}],
-            )
-        return self._openapi
+    def openapi_json(self, api_key_required: bool = False) -> str:
+        """The OpenAPI document of the whole API (maas_api.openapi), with the API key as a security
+        scheme where requests reach this function through a key check (API Gateway's methods
+        require one; `maas serve` where it was given one)."""
+        if api_key_required not in self._openapi:
+            # Imported here, not at module load: only this route needs it (and pydantic's schema
+            # generation), and importing it at load would lengthen every cold start.
+            from .openapi import document
+
+            self._openapi[api_key_required] = serialize_json(document(
+                self.catalog, self.backend.name, api_key_required=api_key_required,
+                title="maas: models as a service", version=__version__,
+                description="Optimized ONNX models behind one HTTPS API, one path per model. Errors are "
+                            '{"error": {"code", "message"}, "request_id"}.',
+            ))
+        return self._openapi[api_key_required]
 
     # --- the resolver and its routes ----------------------------------------------------------
 
@@ -331,8 +378,6 @@ class ApiFunction:
                 spec.method,
                 summary=spec.summary,
                 operation_id=spec.operation,
-                include_in_schema=spec.documented,
-                responses=_responses(spec),
             )(route_function(spec, getattr(operations, spec.operation)))
 
         @app.exception_handler(ApiError)
@@ -368,8 +413,9 @@ class ApiFunction:
 
         @app.exception_handler(Exception)
         def unexpected(exc: Exception):
-            fn.logger.exception("unhandled error")
-            return fn._error_response(ApiError("internal error; quote the request_id when reporting it"))
+            error = ApiError("internal error; quote the request_id when reporting it")
+            error.__cause__ = exc
+            return fn._error_response(error)
 
         return app
 
@@ -386,16 +432,11 @@ class Operations:
         self.fn = function
 
     def health(self) -> Health:
-        status = self.fn.backend.status()
-        return Health(
-            status="ok" if not status.get("error") else "degraded",
-            model=self.fn.backend.name,
-            version=status.get("version"),
-            loaded=bool(status.get("loaded")),
-        )
+        return self.fn.health()
 
     def openapi(self) -> Response:
-        return Response(status_code=200, content_type=JSON, body=self.fn.openapi_json())
+        identity = (self.fn.app.current_event.raw_event.get("requestContext") or {}).get("identity") or {}
+        return Response(status_code=200, content_type=JSON, body=self.fn.openapi_json(bool(identity.get("apiKeyId"))))
 
     def list_models(self) -> ModelList:
         return ModelList(models=self.fn.catalog.summaries())
@@ -438,12 +479,14 @@ class Operations:
         if body.dimensions is not None and vectors and body.dimensions != len(vectors[0]):
             raise Unprocessable(f"dimensions: model {own!r} returns {len(vectors[0])} dimensions only")
         encode = _float32_base64 if body.encoding_format == "base64" else (lambda v: v)
-        tokens = int((result.get("usage") or {}).get("input_tokens", 0))
+        usage = result.get("usage") or {}
+        tokens = int(usage.get("input_tokens", 0))
         return {
             "object": "list",
             "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
             "model": own,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens,
+                      "truncated_inputs": int(usage.get("truncated_inputs", 0))},
         }
 
 

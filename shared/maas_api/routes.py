@@ -39,11 +39,13 @@ _PARAM = re.compile(r"\{(\w+)\}")
 
 ERRORS: dict[int, str] = {
     400: "Malformed request (not JSON, empty, too deeply nested)",
+    403: "A missing or wrong x-api-key header (where the API requires a key)",
     404: "Unknown model or route",
     413: "Too many inputs or too large a request",
     415: "Content-Type is not application/json",
     422: "The request does not fit the schema or the model's inputs",
     429: "Throttled",
+    500: "An unexpected failure in the function; the cause is logged with the request id",
     502: "A downstream service (SageMaker, S3) failed",
     503: "The model is unavailable",
     504: "A downstream service timed out",
@@ -169,6 +171,15 @@ def find(method: str, path: str) -> RouteSpec | None:
 def allowed_methods(path: str) -> list[str]:
     """The methods some route accepts on `path` (empty: an unknown path, 404; else a wrong method is 405)."""
     return sorted({s.method for s in ROUTES if s.match(path) is not None})
+
+
+def default_model(models: Iterable[tuple[str, str, str]]) -> str:
+    """Of (name, task, target) models, the one whose function answers the shared routes: the first
+    light (Lambda) embedding model, else the first light model, else the first."""
+    models = list(models)
+    light = [m for m in models if m[2] == "lambda"]
+    embedding = [m for m in light if m[1] == EMBEDDING_TASK]
+    return (embedding or light or models)[0][0]
 
 
 def deployed(models: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Strict(BaseModel):
@@ -30,7 +30,11 @@ class InvokeResponse(BaseModel):
     model: str
     version: str
     outputs: list[Any]
-    usage: dict[str, Any]
+    usage: dict[str, int] = Field(
+        ...,
+        description="batch_size; text models also input_tokens and truncated_inputs (how many inputs were longer "
+                    "than the model's max_sequence_length tokens and were truncated)",
+    )
 
 
 class ExplainRequest(InvokeRequest):
@@ -54,13 +58,11 @@ class ExplainMethod(BaseModel):
 
 
 class Explanation(BaseModel):
-    """One input's attributions: they sum to value - base_value."""
+    """One input's attributions: they sum to value - base_value. Classifiers add the class
+    explained (`label`, `logit`, `probability`); the OpenAPI document lists them per model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
-    label: str | None = Field(default=None, description="Classifiers: the class explained.")
-    logit: float | None = Field(default=None, description="Classifiers: that class's logit.")
-    probability: float | None = Field(default=None, description="Classifiers: that class's probability.")
     output: str = Field(description="What is explained: logit, probability or cosine.")
     value: float = Field(description="The output for the input.")
     base_value: float = Field(description="The output's mean over the background (every player absent).")
@@ -68,11 +70,6 @@ class Explanation(BaseModel):
         description="Images: a map shaped like the input (8x8); texts: [{word, start, end, attribution}] in text order."
     )
     method: ExplainMethod
-
-    @model_serializer(mode="wrap")
-    def _leave_out_absent(self, handler):
-        """Classifier-only fields are left out of an embedding's explanation rather than null."""
-        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class ExplainResponse(BaseModel):
@@ -103,6 +100,12 @@ class Embedding(BaseModel):
 class EmbeddingsUsage(BaseModel):
     prompt_tokens: int
     total_tokens: int
+    truncated_inputs: int = Field(
+        0,
+        description="How many inputs were longer than the model's max_sequence_length tokens and were truncated "
+                    "(OpenAI's answer has no such field; OpenAI clients keep it as an extra one). "
+                    "POST /models/<name>/invoke with parameters.truncate false refuses such inputs instead.",
+    )
 
 
 class EmbeddingsResponse(BaseModel):
@@ -126,10 +129,13 @@ class ModelList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "degraded"]
+    """The model answered its smoke input through the loaded session (a failure is a 503 error instead)."""
+
+    status: Literal["ok"]
     model: str
-    version: str | None = None
+    version: str
     loaded: bool
+    checked_at: str = Field(..., description="When the smoke input last ran (UTC, ISO 8601); checks are reused briefly")
 
 
 class ErrorDetail(BaseModel):

@@ -253,10 +253,8 @@ def read_card_bytes(folder: str | Path) -> bytes:
 def check_file_name(name: str) -> str:
     """An artifact's file names are plain names in its own folder: no paths, no hidden files, and
     neither the card nor its signature (neither can be covered by the card's own hashes)."""
-    if (
-        not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith(".")
-        or name in (CARD_FILE, SIG_FILE)
-    ):
+    if (not isinstance(name, str) or not name or name.startswith(".") or name in (CARD_FILE, SIG_FILE)
+            or any(c in name for c in "/\\:\0")):
         raise ArtifactError(f"model card names an unsafe file path {name!r}")
     return name
 

@@ -6,6 +6,13 @@ The runtime knows nothing of HTTP: handlers map these codes to statuses in one p
 from __future__ import annotations
 
 
+def quoted(value, limit: int = 64) -> str:
+    """A client-supplied value quoted for an error message: repr (so control characters and lone
+    surrogates are escaped), cut to a readable length. Error messages never echo input unbounded."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 class RuntimeLibraryError(Exception):
     code = "runtime_error"
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .card import ExplainSpec
-from .errors import ArtifactError, InvalidInput, LimitExceeded, NotSupported
+from .errors import ArtifactError, InvalidInput, LimitExceeded, NotSupported, quoted
 
 DEFAULT_SEED = 0
 """A fixed default: the same request gets the same (cacheable) answer."""
@@ -55,7 +55,8 @@ def auto_coalitions(players: int) -> int:
 
 
 def min_coalitions(players: int) -> int:
-    """Fewer coalitions than this leave the least squares barely determined: refused."""
+    """Fewer coalitions than this leave the least squares barely determined: a smaller request is
+    raised to it (the answer says how many were used)."""
     return min(2**players - 2, 2 * players + 2) if players < 31 else 2 * players + 2
 
 
@@ -269,15 +270,20 @@ def load_background(folder: Path, spec: ExplainSpec, features: int) -> Backgroun
     return Background(x, weights)
 
 
+def _integral(value):
+    """3.0 is the integer 3 in JSON (and in JSON Schema)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _seed(parameters: dict) -> int:
-    seed = parameters.get("seed", DEFAULT_SEED)
+    seed = _integral(parameters.get("seed", DEFAULT_SEED))
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise InvalidInput(f"parameters.seed must be an integer from 0 to {MAX_SEED}")
     return seed
 
 
 def _requested(parameters: dict, spec: ExplainSpec) -> int | None:
-    budget = parameters.get("coalitions", "auto")
+    budget = _integral(parameters.get("coalitions", "auto"))
     if budget == "auto":
         return spec.coalitions
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
@@ -293,8 +299,8 @@ def _limits(spec: ExplainSpec) -> str:
 
 
 def _budget(spec: ExplainSpec, requested: int | None, game: Game, rows: int, where: str) -> int:
-    """Coalitions for one input: the request's, or "auto" shrunk to the `rows` the limits leave;
-    LimitExceeded (or InvalidInput for a requested budget too small to solve) otherwise."""
+    """Coalitions for one input: the request's (at least what the solve needs), or "auto" shrunk to
+    the `rows` the limits leave; LimitExceeded when even the least the solve needs exceeds them."""
     n = len(game.background)
     m = len(varying_features(game.x, game.background))
     left = rows - n - 1  # the background and the input itself are evaluated too
@@ -303,12 +309,13 @@ def _budget(spec: ExplainSpec, requested: int | None, game: Game, rows: int, whe
             raise LimitExceeded(f"{where} would exceed this model's limits ({_limits(spec)})")
         return 0
     needed = min_coalitions(m)
-    budget = requested if requested is not None else min(auto_coalitions(m), spec.max_coalitions, left // n)
+    if requested is not None:
+        budget = max(requested, needed)  # fewer would leave the least squares underdetermined
+    else:
+        budget = min(auto_coalitions(m), spec.max_coalitions, left // n)
     if m < 31:
         budget = min(budget, 2**m - 2)
-    if budget < needed:
-        if requested is not None:
-            raise InvalidInput(f"parameters.coalitions is {requested}; {where} has {m} players and needs at least {needed}")
+    if budget < needed or budget > spec.max_coalitions:
         raise LimitExceeded(
             f"{where} has {m} players: its explanation needs at least {needed} coalitions x {n} background "
             f"rows, over this model's limits ({_limits(spec)})"
@@ -327,9 +334,10 @@ def explain(task, spec: ExplainSpec | None, inputs: list, parameters: dict) -> t
     if len(inputs) > spec.max_inputs:
         raise LimitExceeded(f"{len(inputs)} inputs; model {task.card.name!r} explains at most {spec.max_inputs} per request")
     allowed = COMMON_PARAMETERS + task.explain_parameters
-    unknown = sorted(set(parameters) - set(allowed))
+    unknown = sorted(set(parameters) - set(allowed), key=str)
     if unknown:
-        raise InvalidInput(f"unknown parameter(s) {', '.join(unknown)}; explanations take: {', '.join(allowed)}")
+        named = ", ".join(quoted(name, 40) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise InvalidInput(f"unknown parameter(s) {named}; explanations take: {', '.join(allowed)}")
     seed = _seed(parameters)
     requested = _requested(parameters, spec)
     outputs, usage, evaluations, tokens = [], {"batch_size": len(inputs)}, 0, 0

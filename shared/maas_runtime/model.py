@@ -11,7 +11,7 @@ from . import explain
 from .artifact import verify_artifact
 from .engine import Engine, OnnxEngine
 from .errors import InvalidInput, LimitExceeded
-from .session import get_session
+from .session import drop_sessions, get_session
 from .signing import TrustedKeys
 from .tasks import Prediction, task_for
 
@@ -77,6 +77,14 @@ def load_model(folder: str | os.PathLike, trusted_keys: TrustedKeys | None = Non
         return model
 
 
-def forget_models() -> None:
+def forget_models(folder: str | os.PathLike | None = None) -> None:
+    """Forget loaded models (all, or the one in `folder`) and their sessions: a folder that failed
+    to load or was deleted must not keep its memory, nor answer for a later download."""
     with _lock:
-        _models.clear()
+        if folder is None:
+            _models.clear()
+        else:
+            path = os.path.realpath(folder)
+            for key in [k for k in _models if k[0] == path]:
+                del _models[key]
+    drop_sessions(folder)

@@ -51,16 +51,27 @@ def session_options() -> ort.SessionOptions:
 
 
 def get_session(model_path: str | os.PathLike) -> ort.InferenceSession:
+    """The session for a model file, created from the file's bytes rather than its path: ONNX
+    Runtime then has no folder to resolve external-data references in, so it opens no file but
+    the one the card lists and verify_artifact checked."""
     key = os.path.realpath(model_path)
     with _lock:
         session = _sessions.get(key)
         if session is None:
-            session = ort.InferenceSession(key, session_options(), providers=providers())
+            with open(key, "rb") as fh:
+                model_bytes = fh.read()
+            session = ort.InferenceSession(model_bytes, session_options(), providers=providers())
             _sessions[key] = session
         return session
 
 
-def drop_sessions() -> None:
-    """Forget cached sessions (tests; a model replaced on disk)."""
+def drop_sessions(folder: str | os.PathLike | None = None) -> None:
+    """Forget cached sessions: all of them (tests), or those of the model files in one folder
+    (an artifact that failed to load, so that retries do not pile sessions up)."""
     with _lock:
-        _sessions.clear()
+        if folder is None:
+            _sessions.clear()
+            return
+        prefix = os.path.join(os.path.realpath(folder), "")
+        for key in [k for k in _sessions if k.startswith(prefix)]:
+            del _sessions[key]

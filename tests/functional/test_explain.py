@@ -143,9 +143,8 @@ def test_target_and_output_choose_what_is_explained(digits, images):
     ({"seed": 2**40}, InvalidInput, "parameters.seed"),
     ({"coalitions": "many"}, InvalidInput, "parameters.coalitions"),
     ({"coalitions": 0}, InvalidInput, "parameters.coalitions"),
-    ({"coalitions": 50}, InvalidInput, "needs at least"),
     ({"coalitions": 8193}, LimitExceeded, "at most 8192"),
-    ({"top_k": 3}, InvalidInput, "unknown parameter(s) top_k; explanations take: coalitions, seed, target, output"),
+    ({"top_k": 3}, InvalidInput, "unknown parameter(s) 'top_k'; explanations take: coalitions, seed, target, output"),
 ])
 def test_bad_parameters_are_refused_before_any_work(digits, images, parameters, error, message):
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -154,6 +153,9 @@ def test_bad_parameters_are_refused_before_any_work(digits, images, parameters, 
 
 def test_limits_bound_a_request(digits, images):
     inputs, _ = images
+    # a budget too small to solve is raised to the least that solves it (2M + 2), and says so
+    small = digits.explain([inputs[0]], {"coalitions": 50, "seed": 2.0}).outputs[0]["method"]
+    assert small["coalitions"] == 2 * small["players"] + 2 and small["seed"] == 2
     with pytest.raises(LimitExceeded, match="explains at most 1 per request"):
         digits.explain(inputs[:2])
     with pytest.raises(InvalidInput, match="inputs"):
@@ -380,15 +382,23 @@ def test_the_local_api_serves_explanations_and_documents_them(manifest, built):
 
         status, body = post("/models/minilm/explain", {"inputs": ["a guitar solo"], "parameters": {"compare_to": "music"}})
         assert status == 200 and [w["word"] for w in body["outputs"][0]["attributions"]] == ["a", "guitar", "solo"]
-        # the SageMaker-served model has the route (its task explains) but its endpoint does not explain
-        status, body = post("/models/minilm-gpu/explain", {"inputs": ["a"], "parameters": {"compare_to": "b"}})
-        assert status == 404 and "does not explain" in body["error"]["message"]
+        # the SageMaker-served model explains in its container (the proxy asks with CustomAttributes)
+        status, body = post("/models/minilm-gpu/explain", {"inputs": ["a guitar solo"], "parameters": {"compare_to": "music"}})
+        assert status == 200 and body["model"] == "minilm-gpu" and len(body["outputs"][0]["attributions"]) == 3
+        status, body = post("/models/minilm-gpu/explain", {"inputs": ["a"], "parameters": {"coalitions": 10**6, "compare_to": "b"}})
+        assert status == 413 and body["error"]["code"] == "limit_exceeded"
         with urllib.request.urlopen(url + "/openapi.json", timeout=30) as response:
             document = json.loads(response.read())
-        operation = document["paths"]["/models/{name}/explain"]["post"]
-        assert operation["operationId"] == "explain"
-        schemas = json.dumps(document["components"]["schemas"])
-        assert "ExplainRequest" in schemas and "base_value" in schemas
+        # each model's own request and answer: digits' 8x8 inputs and labels, minilm's required compare_to
+        digits_op = document["paths"]["/models/digits/explain"]["post"]
+        request = digits_op["requestBody"]["content"]["application/json"]["schema"]
+        assert request["properties"]["inputs"]["maxItems"] == 1
+        assert request["properties"]["parameters"]["properties"]["target"]["enum"] == [str(d) for d in range(10)]
+        answer = digits_op["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["outputs"]["items"]
+        assert answer["properties"]["attributions"]["minItems"] == 8 and "label" in answer["required"]
+        minilm_op = document["paths"]["/models/minilm/explain"]["post"]
+        request = minilm_op["requestBody"]["content"]["application/json"]["schema"]
+        assert "parameters" in request["required"] and request["properties"]["parameters"]["required"] == ["compare_to"]
     finally:
         api.stop()
         stack.close()

@@ -133,11 +133,13 @@ def test_catalog_routes_answer_from_the_packaged_catalog(minilm, artifacts):
 def test_health_and_openapi(minilm):
     status, body = answer(minilm.invoke(event("health"), LambdaContext()))
     assert status == 200 and body["model"] == "minilm" and body["status"] == "ok"
+    assert body["version"] == "1.0.0" and body["loaded"] is True and body["checked_at"]
     status, doc = answer(minilm.invoke(event("openapi"), LambdaContext()))
     assert status == 200 and doc["openapi"].startswith("3.")
-    for path in ("/models/{name}/invoke", "/v1/embeddings", "/models/{name}/v1/embeddings", "/models", "/health"):
+    for path in ("/models/minilm/invoke", "/models/digits/invoke", "/v1/embeddings", "/models/minilm/v1/embeddings",
+                 "/models", "/health"):
         assert path in doc["paths"], path
-    assert "422" in doc["paths"]["/models/{name}/invoke"]["post"]["responses"]
+    assert "422" in doc["paths"]["/models/minilm/invoke"]["post"]["responses"]
 
 
 # --- every error status the handler itself produces --------------------------------------------
@@ -182,14 +184,14 @@ def test_runtime_rejection_is_422_naming_the_input(digits):
     assert "inputs[0]" in error["message"]
 
 
-def test_missing_artifact_in_the_package_is_503_and_health_says_degraded(handler_module, artifacts, tmp_path):
+def test_missing_artifact_in_the_package_is_503_and_so_is_health(handler_module, artifacts, tmp_path):
     function = handler_module.create_function(
         handler_module.Config(model_name="minilm", model_dir=str(tmp_path / "absent"), catalog_path=str(artifacts / "catalog.json"))
     )
     error = assert_error(function.invoke(event("invoke_minilm"), LambdaContext()), 503)
     assert error["code"] == "artifact_invalid"
-    _, health = answer(function.invoke(event("health"), LambdaContext()))
-    assert health["status"] == "degraded" and health["loaded"] is False
+    health = assert_error(function.invoke(event("health"), LambdaContext()), 503)
+    assert health["code"] == "artifact_invalid" and health["message"].startswith("health check failed")
 
 
 # --- the artifact from S3 (moto) --------------------------------------------------------------
@@ -398,3 +400,28 @@ def test_a_cold_start_with_a_tampered_artifact_answers_503_instead_of_crashing(a
     assert result["status"] == 503
     assert result["body"]["error"]["code"] == "artifact_invalid"
     assert "sha256" in result["body"]["error"]["message"]
+
+
+def test_two_functions_in_one_process_never_answer_each_others_requests(minilm, digits):
+    # GIVEN two functions in one process, as `maas serve` runs them (Powertools keeps the request
+    # being resolved in class attributes that every resolver of a process shares), and requests
+    # whose bodies take a while to parse and validate
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = {"inputs": [[[(r + c + k) % 17 for c in range(8)] for r in range(8)] for k in range(256)]}
+    texts = {"inputs": [f"sentence {k}" for k in range(3)]}
+
+    def run(function, name, body, n):
+        wrong = []
+        for _ in range(n):
+            e = event(f"invoke_{name}", body=json.dumps(body))
+            status, answered = answer(function.invoke(e, LambdaContext()))
+            if status != 200 or answered.get("model") != name or len(answered["outputs"]) != len(body["inputs"]):
+                wrong.append((name, status, str(answered)[:120]))
+        return wrong
+
+    # WHEN both answer requests at the same time
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda args: run(*args), [(minilm, "minilm", texts, 150), (digits, "digits", images, 60)]))
+    # THEN each answered its own requests, every time
+    assert results == [[], []], [r[:3] for r in results]

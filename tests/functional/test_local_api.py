@@ -83,7 +83,7 @@ def test_every_route_answers_for_the_demo_models(server):
     status, _, body = call(server, "GET", "/health")
     assert status == 200 and body["status"] == "ok"
     status, _, doc = call(server, "GET", "/openapi.json")
-    assert status == 200 and "/models/{name}/invoke" in doc["paths"]
+    assert status == 200 and {"/models/minilm/invoke", "/models/digits/invoke", "/models/minilm-gpu/invoke"} <= set(doc["paths"])
 
 
 def test_v1_embeddings_returns_the_same_vectors_as_invoke(server):
@@ -97,9 +97,12 @@ def test_v1_embeddings_returns_the_same_vectors_as_invoke(server):
     for item, expected in zip(per_model["data"], invoked["outputs"]):
         raw = base64.b64decode(item["embedding"])
         assert struct.unpack(f"<{len(raw) // 4}f", raw) == pytest.approx(expected, abs=1e-7)
-    # the heavy model answers /v1/embeddings too, through the proxy and the serving program
-    status, _, heavy = call(server, "POST", "/v1/embeddings", {"model": "minilm-gpu", "input": texts[0]})
+    # the heavy model answers its own /v1/embeddings too, through the proxy and the serving program;
+    # the shared /v1/embeddings is the default function's (as in AWS) and names the way
+    status, _, heavy = call(server, "POST", "/models/minilm-gpu/v1/embeddings", {"model": "minilm-gpu", "input": texts[0]})
     assert status == 200 and heavy["model"] == "minilm-gpu" and len(heavy["data"][0]["embedding"]) == 384
+    status, _, other = call(server, "POST", "/v1/embeddings", {"model": "minilm-gpu", "input": texts[0]})
+    assert status == 404 and "/models/<model>/v1" in other["error"]["message"]
 
 
 def test_events_are_api_gateway_rest_payload_1_0():
@@ -217,7 +220,6 @@ def test_malformed_request_gets_a_4xx_json_error(server, case, method, path, bod
 
 
 def test_malformed_http_framing_gets_a_4xx_json_error(server):
-    host, port = server.url.removeprefix("http://").split(":")
     framings = [
         (b"POST /models/minilm/invoke HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400),
         (b"POST /models/minilm/invoke HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
@@ -225,11 +227,7 @@ def test_malformed_http_framing_gets_a_4xx_json_error(server):
         (b"BROKEN\r\n\r\n", 400),
     ]
     for raw, status in framings:
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(raw)
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
+        data = _raw(server, raw, read_timeout=10)
         head, _, body = data.partition(b"\r\n\r\n")
         assert head.split()[1] == str(status).encode(), head
         assert "error" in json.loads(body)
@@ -368,5 +366,152 @@ def test_embeddings_over_http_match_fp32_pytorch(server, torch_reference, model,
     cosines = (served * torch_reference).sum(1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(torch_reference, axis=1))
     print(f"{model}: min cosine {cosines.min():.6f}, mean {cosines.mean():.6f} over {len(UNSEEN)} unseen sentences")
     assert cosines.min() >= threshold
-    status, _, openai = call(server, "POST", "/v1/embeddings", {"model": model, "input": UNSEEN})
+    status, _, openai = call(server, "POST", f"/models/{model}/v1/embeddings", {"model": model, "input": UNSEEN})
     assert [d["embedding"] for d in openai["data"]] == body["outputs"]
+
+
+# --- the server's own limits ------------------------------------------------------------------
+
+from maas.local_api import ServerLimits  # noqa: E402
+
+
+class _Echo:
+    """A function that answers 200 with the size of the body it got."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def invoke(self, event, context):
+        self.calls += 1
+        size = len(event.get("body") or "")
+        return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": json.dumps({"size": size})}
+
+
+@pytest.fixture
+def small_server():
+    """A LocalApi with short deadlines and two connections at most, in front of an echo function."""
+    echo = _Echo()
+    api = LocalApi([Route("POST", "/echo", echo), Route("GET", "/echo", echo)], api_key=API_KEY,
+                   limits=ServerLimits(max_connections=2, head_timeout_s=0.5, idle_timeout_s=0.5, body_timeout_s=0.5,
+                                       linger_s=0.3))
+    api.start("127.0.0.1", 0)
+    yield api, echo
+    api.stop()
+
+
+def _raw(api, data: bytes, *, read_timeout: float = 5.0) -> bytes:
+    """Everything the server sends back for `data` on a fresh connection, until it closes."""
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=read_timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def _status(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1])
+
+
+def test_a_slow_request_head_is_cut_off_at_its_deadline(small_server):
+    import time
+
+    api, echo = small_server
+    started = time.monotonic()
+    # a client that sends part of its head, then nothing
+    answer = _raw(api, b"POST /echo HTTP/1.1\r\nHost: x\r\nx-api-key: " + API_KEY.encode())
+    assert time.monotonic() - started < 3  # closed by the 0.5 s deadline, not by the client's timeout
+    assert _status(answer) == 408 and json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_timeout"
+    assert echo.calls == 0
+
+
+def test_an_idle_keep_alive_connection_is_closed_and_a_silent_one_too(small_server):
+    import time
+
+    api, _ = small_server
+    request = (f"GET /echo HTTP/1.1\r\nHost: x\r\nx-api-key: {API_KEY}\r\n\r\n").encode()
+    started = time.monotonic()
+    answer = _raw(api, request)  # one answer, then the server closes the idle connection itself
+    assert _status(answer) == 200 and time.monotonic() - started < 3
+    started = time.monotonic()
+    assert _raw(api, b"") == b"" and time.monotonic() - started < 3  # never a byte: closed silently
+
+
+def test_a_body_that_stops_arriving_gets_408(small_server):
+    api, echo = small_server
+    head = f"POST /echo HTTP/1.1\r\nHost: x\r\nx-api-key: {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    answer = _raw(api, head.encode() + b'{"inputs": ')
+    assert _status(answer) == 408 and echo.calls == 0
+
+
+def test_connections_past_the_bound_get_a_json_503_and_the_rest_are_served(small_server):
+    api, echo = small_server
+    host, port = api.url.removeprefix("http://").split(":")
+    held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(2)]
+    try:
+        import time
+
+        time.sleep(0.1)  # both accepted and holding their slots
+        answer = _raw(api, f"GET /echo HTTP/1.1\r\nHost: x\r\nx-api-key: {API_KEY}\r\n\r\n".encode())
+        assert _status(answer) == 503
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert b"Retry-After: 1" in head and json.loads(body)["error"]["code"] == "server_busy"
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.2)
+    status, _, body = call(api, "GET", "/echo", headers={"x-api-key": API_KEY})
+    assert status == 200 and echo.calls == 1
+
+
+def test_the_api_key_is_checked_before_the_body_is_read(small_server):
+    api, echo = small_server
+    # a 5 MB body announced, none of it sent, no key: refused at once (the deadline is not reached)
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\n\r\n"
+    answer = _raw(api, head, read_timeout=2)
+    assert _status(answer) == 403 and echo.calls == 0
+    # a client that waits for "100 Continue" is refused without being asked for its body
+    answer = _raw(api, head.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"), read_timeout=2)
+    assert _status(answer) == 403 and b"100 Continue" not in answer
+    # with the key, the client is asked for its body, and it is read
+    head = (f"POST /echo HTTP/1.1\r\nHost: x\r\nx-api-key: {API_KEY}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").encode()
+    answer = _raw(api, head + b"{}")
+    assert answer.startswith(b"HTTP/1.1 100 Continue") and b'{"size": 2}' in answer
+
+
+@pytest.mark.parametrize("framing, status", [
+    (b"Content-Length: +2", 400),
+    (b"Content-Length: 2_0", 400),
+    (b"Content-Length: \xd9\xa2", 400),  # an Arabic-Indic digit: int() would take it
+    (b"Content-Length: 2, 2", 400),
+    (b"Content-Length: 2\r\nContent-Length: 3", 400),
+    (b"Content-Length: 2\r\nTransfer-Encoding: chunked", 411),
+    (b"Content-Length: 99999999999999999999", 400),
+    (b"Content-Length: 6291457", 413),
+])
+def test_content_length_is_parsed_strictly(small_server, framing, status):
+    api, echo = small_server
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nx-api-key: " + API_KEY.encode() + b"\r\n" + framing + b"\r\n\r\n{}"
+    answer = _raw(api, head)
+    assert _status(answer) == status and "error" in json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert echo.calls == 0
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "OPTIONS", "HEAD", "PROPFIND", "get"])
+def test_every_undeclared_method_gets_the_functions_405_with_allow(server, method):
+    raw = f"{method} /models/minilm/invoke HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    data = _raw(server, raw, read_timeout=10)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert _status(data) == 405 and b"Allow: POST" in head
+    if method != "HEAD":
+        assert json.loads(body)["error"]["code"] == "method_not_allowed"
+
+
+def test_an_http_version_the_server_does_not_speak_is_a_4xx(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n")
+        data = sock.recv(65536)
+    assert _status(data) == 400

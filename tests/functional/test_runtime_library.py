@@ -110,13 +110,13 @@ def test_serving_limits_and_bad_inputs(minilm, digits):
     with pytest.raises(LimitExceeded, match="longer than 256 tokens"):
         minilm.predict(["word " * 400], {"truncate": False})
     assert minilm.predict(["word " * 400]).usage["truncated_inputs"] == 1
-    with pytest.raises(InvalidInput, match="64 pixel values"):
+    with pytest.raises(InvalidInput, match="8x8 nested rows or 64 values flat"):
         digits.predict([[1, 2, 3]])
     with pytest.raises(InvalidInput, match="from 0 to 16"):
         digits.predict([[[17] * 8] * 8])
     with pytest.raises(InvalidInput, match="from 0 to 16"):
         digits.predict([[[float("nan")] * 8] * 8])
-    with pytest.raises(InvalidInput, match="numbers only"):
+    with pytest.raises(InvalidInput, match="must be a number, got str"):
         digits.predict([[["a"] * 8] * 8])
     with pytest.raises(InvalidInput, match="top_k"):
         digits.predict([[[0] * 8] * 8], {"top_k": 11})

@@ -4,6 +4,7 @@ local API serve exactly its routes, and the resolver validates each with the tab
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -67,33 +68,46 @@ def test_resolver_template_and_local_api_serve_the_same_routes(function, synth, 
     assert local == expected, f"local API: extra {local - expected}, missing {expected - local}"
 
 
-def test_every_route_is_validated_and_documented_with_the_tables_models(function):
-    # GIVEN the OpenAPI document the resolver generates from its routes' signatures
+def test_every_route_is_documented_per_model_from_the_table_and_the_cards(function, manifest):
+    # GIVEN the OpenAPI document the function generates from the table, the catalog and the models
     doc = json.loads(function.openapi_json())
+    models = [(s.name, s.task) for s in manifest.models]
+    # THEN its operations are exactly the table's documented routes, each model's own under its own path
     documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
-    assert documented == {(s.method, s.path) for s in routes.ROUTES if s.documented}
-    schemas = doc["components"]["schemas"]
+    expected = {(m, p) for m, p in routes.deployed(models) if p != routes.route("openapi").path}
+    assert documented == expected
+    catalog = {e["card"]["name"]: e["card"] for e in json.loads(Path(function.catalog_path).read_text())["models"]}
     for spec in routes.ROUTES:
         if not spec.documented:
             continue
-        operation = doc["paths"][spec.path][spec.method.lower()]
-        # THEN the operation is the table's, with its request body model ...
-        assert operation["operationId"] == spec.operation and operation["summary"] == spec.summary
-        body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
-        if spec.request is None:
-            assert body is None, spec.path
-        else:
-            assert body == {"$ref": f"#/components/schemas/{spec.request.__name__}"}, spec.path
-            assert set(schemas[spec.request.__name__]["required"]) == {
-                n for n, f in spec.request.model_fields.items() if f.is_required()
-            }
-        # ... its response model, and its error statuses
-        answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
-        if isinstance(spec.response, type) and hasattr(spec.response, "model_fields"):
-            assert answer == {"$ref": f"#/components/schemas/{spec.response.__name__}"}, spec.path
-        else:
-            assert answer["type"] == "object", spec.path
-        assert {str(s) for s in spec.errors} <= set(operation["responses"]), spec.path
+        for name, task in (models if spec.scope == routes.MODEL else [(None, None)]):
+            if name is not None and not spec.serves(task):
+                continue
+            path = spec.render(name=name) if name else spec.path
+            operation = doc["paths"][path][spec.method.lower()]
+            assert operation["operationId"].startswith(spec.operation) and operation["summary"] == spec.summary
+            # ... with the success answer's schema and every error status of the route, with the envelope
+            assert operation["responses"]["200"]["content"]["application/json"]["schema"]
+            for status in (*spec.errors, 500):
+                error = operation["responses"][str(status)]["content"]["application/json"]["schema"]
+                assert error == {"$ref": "#/components/schemas/ErrorResponse"}, (path, status)
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            assert (body is None) == (spec.request is None), path
+            if spec.operation == routes.INVOKE:
+                # ... and the model's own inputs: its batch size, strings or 8x8 pixel arrays
+                inputs = body["properties"]["inputs"]
+                assert inputs["maxItems"] == catalog[name]["serving"]["max_batch"]
+                item = inputs["items"]
+                if catalog[name]["inputs"]["type"] == "text":
+                    assert item["type"] == "string" and item["maxLength"] > 0
+                else:
+                    assert {v["maxItems"] for v in item["oneOf"]} == {8, 64}
+    # without a key in front, no security scheme and no 403; with one, both
+    assert "security" not in doc and "403" not in doc["paths"]["/health"]["get"]["responses"]
+    keyed = json.loads(function.openapi_json(True))
+    assert keyed["security"] == [{"apiKey": []}]
+    assert keyed["components"]["securitySchemes"]["apiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
+    assert "403" in keyed["paths"]["/models/digits/invoke"]["post"]["responses"]
 
 
 def test_the_resolver_validates_bodies_against_the_tables_request_models(function):

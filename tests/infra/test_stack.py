@@ -9,6 +9,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from maas.template_api import load_assembly
+from maas_api.routes import EXPLAIN_TASKS
 
 ALLOWED_STAR_ACTIONS = {
     # AWS accepts no resource ARN for these (see the reasons in infra/).
@@ -51,7 +52,7 @@ def test_one_function_per_light_model_and_a_proxy_per_heavy_model(synth, manifes
         else:
             assert "MAAS_MODEL_DIR" not in env and "MAAS_MODEL_S3_URI" not in env
             assert set(env["MAAS_SAGEMAKER_ENDPOINT"]["Fn::GetAtt"][1:]) == {"EndpointName"}
-            assert len(props["Layers"]) == 1  # the api layer only: no onnxruntime in the proxy
+            assert len(props["Layers"]) == 2  # it reads model cards (maas_runtime) and answers through maas_api
 
 
 def test_heavy_models_get_a_gpu_endpoint_with_autoscaling(synth, manifest):
@@ -119,6 +120,8 @@ def test_every_route_reaches_the_right_function(synth, manifest):
         expected[("POST", f"/models/{spec.name}/invoke")] = spec.name
         if spec.task == "embedding":
             expected[("POST", f"/models/{spec.name}/v1/embeddings")] = spec.name
+        if spec.task in EXPLAIN_TASKS:
+            expected[("POST", f"/models/{spec.name}/explain")] = spec.name
     assert routes == expected
     # Integrations call the `live` alias (so CodeDeploy's traffic shifting applies), never $LATEST.
     aliases = set(synth.of_type("AWS::Lambda::Alias"))

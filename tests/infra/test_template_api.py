@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from maas.local_api import LocalApi, configure_local_environment, manifest_stack
-from maas.template_api import TemplateError, template_stack
+from maas.local_api import LocalApi, Route, configure_local_environment, manifest_stack
+from maas.template_api import TemplateError, TemplateStack, keyed_api, load_assembly, template_stack
 
 DIGIT = [[0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 15, 2, 0, 11, 8, 0], [0, 4, 12, 0, 0, 8, 8, 0],
          [0, 5, 8, 0, 0, 9, 8, 0], [0, 4, 11, 0, 1, 12, 7, 0], [0, 2, 14, 5, 10, 12, 0, 0], [0, 0, 6, 13, 10, 0, 0, 0]]
@@ -73,3 +73,28 @@ def test_template_api_over_http_runs_each_function_from_its_asset(apis, synth):
 def test_template_api_refuses_a_folder_without_an_assembly(tmp_path, repo_root):
     with pytest.raises(TemplateError, match="cdk synth"):
         template_stack(tmp_path, repo_root)
+
+
+class _Echo:
+    def invoke(self, event, context):
+        return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": '{"ok": true}'}
+
+
+def test_template_api_enforces_the_templates_api_keys(synth):
+    # GIVEN the synthesized template's methods, which all require an API key (ApiKeyRequired)
+    methods = load_assembly(synth.outdir).methods
+    assert methods and all(m.api_key_required for m in methods)
+    routes = [Route(m.http_method, m.path, _Echo(), api_key_required=m.api_key_required) for m in methods]
+    built = TemplateStack(routes=routes, instances={}, api_key_required=True)
+    # WHEN it is served without a key given
+    api, generated = keyed_api(built, None)
+    # THEN a key was made, and requests need it
+    assert generated and api.api_key == generated
+    headers = [("Content-Type", "application/json")]
+    status, _, raw = api.handle("POST", "/models/digits/invoke", headers, b"{}")
+    assert status == 403 and json.loads(raw)["error"]["code"] == "forbidden"
+    status, _, raw = api.handle("POST", "/models/digits/invoke", [*headers, ("x-api-key", generated)], b"{}")
+    assert status == 200 and json.loads(raw) == {"ok": True}
+    # AND a key given is the one required
+    api, generated = keyed_api(built, "chosen-key")
+    assert generated is None and api.api_key == "chosen-key"

@@ -59,3 +59,11 @@ def test_a_malformed_route_is_refused(changes, message):
                   response=InvokeResponse, errors=(400,), scope=routes.MODEL)
     with pytest.raises(ValueError, match=message):
         routes.RouteSpec(**{**fields, **changes})
+
+
+def test_the_default_model_is_the_first_light_embedding_model_else_the_first_light_one():
+    models = [("digits", "image-classification", "lambda"), ("big", "embedding", "sagemaker"),
+              ("minilm", "embedding", "lambda")]
+    assert routes.default_model(models) == "minilm"
+    assert routes.default_model(models[:2]) == "digits"
+    assert routes.default_model(models[1:2]) == "big"

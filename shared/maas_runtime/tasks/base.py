@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..card import ModelCard
-from ..errors import ArtifactError, InvalidInput, LimitExceeded, NotSupported
+from ..errors import ArtifactError, InvalidInput, LimitExceeded, NotSupported, quoted
 from ..explain import Game
 from .processing import softmax
 
@@ -65,7 +65,35 @@ class Task:
 
     def smoke_input(self) -> list:
         """A small valid request batch: health checks and deploy smoke tests run it."""
+        return self.example_inputs(self.card)
+
+    # --- the request and answer as JSON Schema, from the card alone ------------------------------
+    # The API's OpenAPI document describes each model with these; they state what the checks in
+    # prepare() accept, so the two are written side by side, per task.
+
+    @classmethod
+    def example_inputs(cls, card: ModelCard) -> list:
+        """A small valid batch for a model with this card."""
         raise NotImplementedError
+
+    @classmethod
+    def input_schema(cls, card: ModelCard) -> dict:
+        """JSON Schema of one input."""
+        raise NotImplementedError
+
+    @classmethod
+    def output_schema(cls, card: ModelCard) -> dict:
+        """JSON Schema of one output."""
+        raise NotImplementedError
+
+    @classmethod
+    def parameters_schema(cls, card: ModelCard) -> dict:
+        """JSON Schema of the parameters object: exactly the task's parameters, each optional."""
+        return {
+            "type": "object",
+            "properties": {name: PARAMETER_SCHEMAS[name](card) for name in cls.parameters},
+            "additionalProperties": False,
+        }
 
     def explain_game(self, item: Any, parameters: dict, where: str) -> Game:
         """One input's explanation as Kernel SHAP plays it: its players, their background, the
@@ -73,13 +101,36 @@ class Task:
         input in error messages)."""
         raise NotSupported(f"{self.name} models serve no explanations")
 
+    explain_required: ClassVar[tuple[str, ...]] = ()
+    """Explanation parameters a request must give (an embedding's compare_to)."""
+
+    @classmethod
+    def explain_parameters_schema(cls, card: ModelCard) -> dict:
+        """JSON Schema of an explanation's parameters: the common ones and the task's own."""
+        from ..explain import COMMON_PARAMETERS
+
+        schema = {
+            "type": "object",
+            "properties": {name: EXPLAIN_PARAMETER_SCHEMAS[name](card) for name in COMMON_PARAMETERS + cls.explain_parameters},
+            "additionalProperties": False,
+        }
+        if cls.explain_required:
+            schema["required"] = list(cls.explain_required)
+        return schema
+
+    @classmethod
+    def attributions_schema(cls, card: ModelCard) -> dict:
+        """JSON Schema of one explanation's `attributions`."""
+        raise NotImplementedError
+
     # --- helpers for subclasses --------------------------------------------------------------------
 
     def check_parameters(self, parameters: dict) -> None:
-        unknown = sorted(set(parameters) - set(self.parameters))
+        unknown = sorted(set(parameters) - set(self.parameters), key=str)
         if unknown:
             allowed = ", ".join(self.parameters) if self.parameters else "none"
-            raise InvalidInput(f"unknown parameter(s) {', '.join(unknown)}; this model takes: {allowed}")
+            named = ", ".join(quoted(name, 40) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise InvalidInput(f"unknown parameter(s) {named}; this model takes: {allowed}")
 
 
 def bool_param(parameters: dict, key: str, default: bool) -> bool:
@@ -102,9 +153,23 @@ class LabelledTask(Task):
 
     def top_k(self, parameters: dict) -> int:
         top_k = parameters.get("top_k", 1)
+        if isinstance(top_k, float) and top_k.is_integer():
+            top_k = int(top_k)  # 3.0 is the integer 3 in JSON (and in JSON Schema)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(self.labels):
             raise InvalidInput(f"parameters.top_k must be an integer from 1 to {len(self.labels)}")
         return top_k
+
+    @classmethod
+    def output_schema(cls, card: ModelCard) -> dict:
+        labels = list(card.outputs.labels)
+        ranked = {
+            "type": "object",
+            "properties": {"label": {"enum": labels}, "score": {"type": "number", "minimum": 0, "maximum": 1}},
+            "required": ["label", "score"],
+            "additionalProperties": False,
+        }
+        return {"type": "array", "items": ranked, "minItems": 1, "maxItems": len(labels),
+                "description": "The top_k labels, most probable first"}
 
     def ranked(self, probabilities: np.ndarray, top_k: int) -> list:
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
@@ -144,17 +209,68 @@ class LabelledTask(Task):
                     output=output, answer=answer, usage=usage or {}, row_tokens=row_tokens)
 
 
-# A text longer than this is refused before tokenizing: truncation would drop almost all of it,
-# and tokenizing megabytes only to throw them away is a cheap way to tie up a worker.
+# Texts are refused before tokenizing when longer than these: truncation would drop almost all
+# of them, and tokenizing megabytes only to throw them away is a cheap way to tie up a worker
+# (tokenizing costs time in proportion to characters, whatever max_sequence_length keeps).
 MAX_TEXT_CHARS = 100_000
+"""Characters in one input."""
+MAX_BATCH_CHARS = 1_000_000
+"""Characters in one request's inputs together."""
 
 
-def check_text(text, where: str) -> str:
-    if not isinstance(text, str):
-        raise InvalidInput(f"{where} must be a string, got {type(text).__name__}")
-    if len(text) > MAX_TEXT_CHARS:
-        raise LimitExceeded(f"{where} has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
-    return text
+def check_texts(inputs: list, names: list[str] | None = None) -> None:
+    """Refuse what the tokenizer cannot take, before any tokenizing: a non-string, a text over the
+    length limits, or one that is not valid Unicode (JSON can carry an unpaired surrogate such as
+    "\\ud800", which no UTF-8 tokenizer can encode). `names` name the texts in messages
+    (default: inputs[i])."""
+    names = names or [f"inputs[{i}]" for i in range(len(inputs))]
+    total = 0
+    for name, text in zip(names, inputs):
+        if not isinstance(text, str):
+            raise InvalidInput(f"{name} must be a string, got {type(text).__name__}")
+        if len(text) > MAX_TEXT_CHARS:
+            raise LimitExceeded(f"{name} has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+        total += len(text)
+        if total > MAX_BATCH_CHARS:
+            raise LimitExceeded(f"inputs hold over {MAX_BATCH_CHARS} characters together; send fewer or shorter texts")
+    for name, text in zip(names, inputs):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(
+                f"{name} is not valid Unicode text: an unpaired surrogate "
+                f"{quoted(text[exc.start])} at character {exc.start}"
+            ) from None
+
+
+PARAMETER_SCHEMAS = {
+    "normalize": lambda card: {"type": "boolean", "default": card.outputs.normalize,
+                               "description": "L2-normalize each embedding"},
+    "truncate": lambda card: {"type": "boolean", "default": True,
+                              "description": "Truncate inputs longer than the model's max_sequence_length tokens; "
+                                             "false refuses them (limit_exceeded)"},
+    "top_k": lambda card: {"type": "integer", "minimum": 1, "maximum": len(card.outputs.labels), "default": 1,
+                           "description": "How many of the most probable labels to answer"},
+}
+"""Every task parameter's JSON Schema for a card: tasks name theirs in `Task.parameters`."""
+
+EXPLAIN_PARAMETER_SCHEMAS = {
+    "coalitions": lambda card: {
+        "oneOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": card.explain.max_coalitions}],
+        "default": "auto",
+        "description": 'Coalitions sampled: "auto" (2M + 2048 for M players, within the limits) or a number '
+                       "(raised to the 2M + 2 the solve needs)",
+    },
+    "seed": lambda card: {"type": "integer", "minimum": 0, "maximum": 2**32 - 1, "default": 0,
+                          "description": "The sampler's seed: the same request gets the same answer"},
+    "target": lambda card: {"enum": list(card.outputs.labels), "description": "The label explained (default: the top class)"},
+    "output": lambda card: {"enum": list(LabelledTask.EXPLAINED_OUTPUTS), "default": card.explain.output,
+                            "description": "The class's logit (nearly additive: converges faster) or its probability"},
+    "compare_to": lambda card: {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS,
+                                "description": "The text whose cosine similarity to the input is explained"},
+    "truncate": PARAMETER_SCHEMAS["truncate"],
+}
+"""Every explanation parameter's JSON Schema for a card: tasks name theirs in `Task.explain_parameters`."""
 
 
 # Coalitions of a text are run through the model this many sequences at a time: one sequence per
@@ -211,8 +327,7 @@ class TextTask(Task):
 
     def encode(self, inputs: list, parameters: dict) -> Prepared:
         """Feeds for the texts, or LimitExceeded when one is too long and truncation is off."""
-        for i, text in enumerate(inputs):
-            check_text(text, f"inputs[{i}]")
+        check_texts(inputs)
         truncate = bool_param(parameters, "truncate", True)
         feeds, truncated = self.encoder.encode(inputs)
         if truncated and not truncate:
@@ -226,12 +341,33 @@ class TextTask(Task):
         }
         return Prepared(feeds=feeds, usage=usage)
 
-    def smoke_input(self) -> list:
+    @classmethod
+    def example_inputs(cls, card: ModelCard) -> list:
         return ["The quick brown fox jumps over the lazy dog."]
+
+    @classmethod
+    def input_schema(cls, card: ModelCard) -> dict:
+        return {
+            "type": "string",
+            "maxLength": MAX_TEXT_CHARS,
+            "description": f"Text; longer than {card.inputs.max_sequence_length} tokens is truncated "
+                           f"(parameters.truncate). All inputs together: at most {MAX_BATCH_CHARS} characters",
+        }
+
+    @classmethod
+    def attributions_schema(cls, card: ModelCard) -> dict:
+        word = {
+            "type": "object",
+            "properties": {"word": {"type": "string"}, "start": {"type": "integer", "minimum": 0},
+                           "end": {"type": "integer", "minimum": 0}, "attribution": {"type": "number"}},
+            "required": ["word", "start", "end", "attribution"],
+            "additionalProperties": False,
+        }
+        return {"type": "array", "items": word, "description": "One per word of the input, in order: input[start:end]"}
 
     def words(self, text, parameters: dict, where: str) -> Words:
         """The players of a text's explanation: its words (special tokens always stay)."""
-        check_text(text, where)
+        check_texts([text], [where])
         encoding = self.encoder.tokenizer.encode(text)
         if encoding.overflowing and not bool_param(parameters, "truncate", True):
             raise LimitExceeded(f"{where} is longer than {self.max_length} tokens and parameters.truncate is false")

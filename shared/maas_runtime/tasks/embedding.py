@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import InvalidInput
 from ..explain import Game
-from .base import Prediction, Prepared, TextTask, bool_param, check_text, register
+from .base import Prediction, Prepared, TextTask, bool_param, check_texts, register
 from .processing import embedding_json_values, l2_normalize, mean_pool
 
 
@@ -15,6 +15,7 @@ class EmbeddingTask(TextTask):
     name = "embedding"
     parameters = ("normalize", "truncate")
     explain_parameters = ("compare_to", "truncate")
+    explain_required = ("compare_to",)
 
     def prepare(self, inputs, parameters) -> Prepared:
         self.check_parameters(parameters)
@@ -22,6 +23,12 @@ class EmbeddingTask(TextTask):
         prepared = self.encode(inputs, parameters)
         prepared.options["normalize"] = normalize
         return prepared
+
+    @classmethod
+    def output_schema(cls, card) -> dict:
+        dimensions = card.outputs.dimensions
+        return {"type": "array", "items": {"type": "number"}, "minItems": dimensions, "maxItems": dimensions,
+                "description": f"The embedding: {dimensions} floats"}
 
     def finish(self, prepared, outputs) -> Prediction:
         vectors = mean_pool(outputs[0], prepared.feeds["attention_mask"])
@@ -34,12 +41,12 @@ class EmbeddingTask(TextTask):
         attributed to the input's words (an absent word is masked out of attention and so also
         out of the mean pooling); the other text is embedded once, whole."""
         other = parameters.get("compare_to")
-        if not isinstance(other, str) or not other.strip():
+        if not isinstance(other, str) or not other:
             raise InvalidInput(
                 "parameters.compare_to must be a non-empty string: an embedding model's explanation "
                 "attributes cos(embed(input), embed(compare_to)) to the input's words"
             )
-        check_text(other, "parameters.compare_to")
+        check_texts([other], ["parameters.compare_to"])
         words = self.words(item, parameters, where)
         prepared = self.encode([other], parameters)
         anchor = l2_normalize(mean_pool(self.engine.run(prepared.feeds)[0], prepared.feeds["attention_mask"]))[0]

@@ -28,23 +28,12 @@ class ImageClassificationTask(LabelledTask):
         self.background = load_background(folder, explain, math.prod(self.shape)) if explain and explain.background else None
 
     def pixels(self, inputs: list, names: list[str] | None = None) -> np.ndarray:
-        """The batch as float32 (batch, *shape), values checked against the card's range."""
-        size = math.prod(self.shape)
+        """The batch as float32 (batch, *shape), every value checked in Python first: a number
+        that numpy cannot hold (a 400-digit integer) is refused here, not overflowed there.
+        `names` name the images in messages (default: inputs[i])."""
         names = names or [f"inputs[{i}]" for i in range(len(inputs))]
-        rows = []
-        for name, image in zip(names, inputs):
-            flat = _flatten_numbers(image, name)
-            if len(flat) != size:
-                raise InvalidInput(
-                    f"{name} must hold {size} pixel values "
-                    f"({'x'.join(map(str, self.shape))}), got {len(flat)}"
-                )
-            rows.append(flat)
-        pixels = np.asarray(rows, dtype=np.float64)
-        if not np.isfinite(pixels).all() or pixels.min() < self.low or pixels.max() > self.high:
-            bad = int(np.argwhere(~((pixels >= self.low) & (pixels <= self.high)))[0][0])
-            raise InvalidInput(f"{names[bad]}: pixel values must be numbers from {self.low:g} to {self.high:g}")
-        return pixels.astype(np.float32)
+        rows = [_pixels(image, self.shape, self.low, self.high, name) for name, image in zip(names, inputs)]
+        return np.asarray(rows, dtype=np.float32)
 
     def feeds(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         scaled = pixels * np.float32(self.scale)
@@ -73,19 +62,65 @@ class ImageClassificationTask(LabelledTask):
         return self.class_game(x, self.background.x, self.background.weights, logits, parameters,
                                lambda phi: phi.reshape(self.shape).tolist())
 
-    def smoke_input(self) -> list:
-        return [[[self.low] * self.shape[-1]] * (math.prod(self.shape) // self.shape[-1])]
+    @classmethod
+    def example_inputs(cls, card) -> list:
+        *rows, width = card.inputs.shape
+        return [[[card.inputs.min] * width] * math.prod(rows)]
+
+    @classmethod
+    def attributions_schema(cls, card) -> dict:
+        nested: dict = {"type": "number"}
+        for size in reversed(card.inputs.shape):
+            nested = {"type": "array", "items": nested, "minItems": size, "maxItems": size}
+        return {**nested, "description": f"One per pixel, shaped as the image ({'x'.join(map(str, card.inputs.shape))})"}
+
+    @classmethod
+    def input_schema(cls, card) -> dict:
+        spec = card.inputs
+        pixel = {"type": "number", "minimum": spec.min, "maximum": spec.max}
+        nested = pixel
+        for size in reversed(spec.shape):
+            nested = {"type": "array", "items": nested, "minItems": size, "maxItems": size}
+        size = math.prod(spec.shape)
+        shape = "x".join(map(str, spec.shape))
+        return {
+            "oneOf": [nested, {"type": "array", "items": pixel, "minItems": size, "maxItems": size}],
+            "description": f"One image: {shape} nested rows, or {size} values flat; each from {spec.min:g} to {spec.max:g}",
+        }
 
 
-def _flatten_numbers(value, where: str) -> list:
-    """An image as nested lists (8x8) or a flat list (64) of numbers."""
-    if not isinstance(value, list):
-        raise InvalidInput(f"{where} must be a list of pixel rows, got {type(value).__name__}")
-    flat: list = []
-    for r, row in enumerate(value):
-        cells = row if isinstance(row, list) else [row]
-        for cell in cells:
-            if isinstance(cell, bool) or not isinstance(cell, (int, float)):
-                raise InvalidInput(f"{where}[{r}] must hold numbers only, got {type(cell).__name__}")
-            flat.append(cell)
-    return flat
+def _pixels(image, shape: tuple[int, ...], low: float, high: float, where: str) -> list:
+    """One image's values, flat: exactly `shape` as nested lists, or a flat list of prod(shape)."""
+    size = math.prod(shape)
+    if not isinstance(image, list):
+        raise InvalidInput(f"{where} must be a list of pixel rows, got {type(image).__name__}")
+    if image and all(isinstance(row, list) for row in image):
+        flat = _flatten(image, shape, where)
+    elif len(image) == size:
+        flat = image
+    else:
+        raise InvalidInput(
+            f"{where} must be {'x'.join(map(str, shape))} nested rows or {size} values flat, got {len(image)} items"
+        )
+    for j, value in enumerate(flat):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInput(f"{where}: pixel {j} must be a number, got {type(value).__name__}")
+        # Python's own comparison: exact for an int of any size, false for NaN, nothing to overflow.
+        if not low <= value <= high:
+            raise InvalidInput(f"{where}: pixel {j} must be from {low:g} to {high:g}")
+    return [float(v) for v in flat]
+
+
+def _flatten(image: list, shape: tuple[int, ...], where: str) -> list:
+    """Nested rows of exactly `shape`, flattened; anything else is refused with its position."""
+    level = [(image, where)]
+    for depth, size in enumerate(shape):
+        last = depth == len(shape) - 1
+        nxt = []
+        for items, place in level:
+            if not isinstance(items, list) or len(items) != size:
+                got = f"{len(items)} items" if isinstance(items, list) else type(items).__name__
+                raise InvalidInput(f"{place} must be a list of {size} {'values' if last else 'rows'}, got {got}")
+            nxt.extend((item, f"{place}[{k}]") for k, item in enumerate(items))
+        level = nxt
+    return [value for value, _ in level]
