@@ -160,7 +160,7 @@ def test_limits_bound_a_request(digits, images):
         digits.explain(inputs[:2])
     with pytest.raises(InvalidInput, match="inputs"):
         digits.explain([])
-    with pytest.raises(InvalidInput, match="inputs\\[0\\] must hold 64 pixel values"):
+    with pytest.raises(InvalidInput, match="inputs\\[0\\] must be 8x8 nested rows or 64 values flat"):
         digits.explain([[1, 2, 3]])
     tight = dataclasses.replace(digits.card.explain, max_evaluations=5000, max_inputs=2)
     # "auto" shrinks to what the evaluations allow; an explicit budget over them is refused
@@ -266,7 +266,7 @@ source = { type = "huggingface", path = "classifier" }
 optimization = { quantization = "none" }
 serving = { max_batch = 8, max_sequence_length = 64 }
 parity = { max_accuracy_drop = 0.01 }
-explain = { max_coalitions = 256, max_evaluations = 400, max_inputs = 2 }
+explain = { max_coalitions = 256, max_evaluations = 400, max_inputs = 2, max_tokens = 1000000 }
 """)
     (result,) = build_models(load_manifest(root / "models.toml"))
     return load_model(result.folder)
