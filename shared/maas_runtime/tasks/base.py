@@ -188,7 +188,7 @@ class LabelledTask(Task):
             raise InvalidInput(f"parameters.output must be one of {', '.join(self.EXPLAINED_OUTPUTS)}")
         scores = np.asarray(logits(x[None, :]), np.float64)[0]
         target = parameters.get("target")
-        if target is None:
+        if "target" not in parameters:
             index = int(np.argmax(scores))
         elif isinstance(target, str) and target in self.labels:
             index = self.labels.index(target)
