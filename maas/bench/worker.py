@@ -155,8 +155,17 @@ class HandlerServer:
         headers = {"content-type": "application/json"}
 
         def call():
-            conn.request("POST", path, body=body, headers=headers)
-            response = conn.getresponse()
+            # The server closes keep-alive connections idle past its deadline, as any server does:
+            # reconnect once, as an HTTP client library would.
+            for attempt in (1, 2):
+                try:
+                    conn.request("POST", path, body=body, headers=headers)
+                    response = conn.getresponse()
+                    break
+                except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                    conn.close()
+                    if attempt == 2:
+                        raise
             data = response.read()
             if response.status != 200:
                 raise RuntimeError(f"local API answered {response.status}: {data[:300]!r}")
