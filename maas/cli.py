@@ -124,7 +124,7 @@ def _bench_explain(manifest, args) -> int:
     results = bench_explanations(manifest, args.models, 3 if args.quick else 15)
     markdown = Path(args.markdown) if args.markdown else (None if args.quick else manifest.root / "BENCHMARKS.md")
     if markdown is not None:
-        update_section(markdown, render_explain(results, machine_info(THREADS)["cpu"]))
+        update_section(markdown, render_explain(results, machine_info(THREADS)))
     return 0
 
 

@@ -73,7 +73,7 @@ def run_bench(
     out_dir = Path(out_dir or root / "bench-results")
     write_report(results, out_dir, docs_dir=docs_dir, markdown=markdown)
     if markdown is not None:
-        update_section(Path(markdown), render_explain(results["explain"], results["machine"]["cpu"]))
+        update_section(Path(markdown), render_explain(results["explain"], results["machine"]))
     return results
 
 

@@ -104,12 +104,14 @@ def _span(pair: list[int]) -> str:
     return f"{low:,}" if low == high else f"{low:,}-{high:,}"
 
 
-def render_explain(results: dict, machine: str) -> list[str]:
+def render_explain(results: dict, machine: dict) -> list[str]:
+    """The report's section; `machine` is maas.bench.machine_info's answer."""
     lines = [
         SECTION_START,
         "## Explanations: `POST /models/{name}/explain` at the default budget",
         "",
-        f"Through the handler behind the local API, warm, in a fresh process per model ({machine}; "
+        f"Through the handler behind the local API, warm, in a fresh process per model ({machine['cpu']}, "
+        f"{machine['cpus']} cores shared with other work, see the load average; "
         f"{THREADS} ONNX Runtime thread, OPENBLAS_NUM_THREADS=1 as the stack sets it). Kernel SHAP evaluates the model once per coalition and background row, so the time "
         "grows with `evaluations`. Reproduce: `maas bench --explain`.",
         "",
