@@ -49,11 +49,16 @@ def _spki(public_key) -> bytes:
 
 
 class LocalKeySigner:
-    """An Ed25519 private key in a PEM file the user keeps (never in the repository)."""
+    """An Ed25519 private key the user keeps in a PEM file (never in the repository)."""
 
     kms_key = None
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, key):
+        self._key = key
+        self.public_der = _spki(key.public_key())
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "LocalKeySigner":
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -66,8 +71,7 @@ class LocalKeySigner:
             raise SigningError(f"signing key {path} is not an unencrypted PEM private key: {exc}") from None
         if not isinstance(key, ed25519.Ed25519PrivateKey):
             raise SigningError(f"signing key {path} is a {type(key).__name__}; maas signs with Ed25519 keys only")
-        self._key = key
-        self.public_der = _spki(key.public_key())
+        return cls(key)
 
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
@@ -120,7 +124,7 @@ def signer_for(key: str, root: Path, kms_client=None) -> Signer:
     if key.startswith(KMS_PREFIX):
         return KmsSigner(key[len(KMS_PREFIX):], kms_client)
     path = Path(key)
-    return LocalKeySigner(path if path.is_absolute() else root / path)
+    return LocalKeySigner.from_file(path if path.is_absolute() else root / path)
 
 
 # --- signing artifacts ------------------------------------------------------------------------------

@@ -78,8 +78,8 @@ class Backend(Protocol):
     def predict(self, inputs: list, parameters: dict) -> dict:
         """{"model", "version", "outputs", "usage"}."""
 
-    # Optional: explain(inputs, parameters) -> dict, shaped as predict's answer. A backend without
-    # it (a SageMaker endpoint) answers the explain route with 404.
+    def explain(self, inputs: list, parameters: dict) -> dict:
+        """The inputs' explanations, shaped as predict's answer."""
 
     def status(self) -> dict:
         """{"loaded": bool, "version": str | None, "error": code | None} without loading anything."""
@@ -301,10 +301,7 @@ class ApiFunction:
     def explain(self, inputs: list, parameters: dict) -> dict:
         """The backend's explanations, recorded like predictions (their latency under its own name:
         an explanation runs the model thousands of times, and would skew the prediction latency)."""
-        explain = getattr(self.backend, "explain", None)
-        if explain is None:
-            raise NotFound(f"model {self.backend.name!r} is served by an endpoint that does not explain its answers")
-        return self._answer("explain", explain, inputs, parameters)
+        return self._answer("explain", self.backend.explain, inputs, parameters)
 
     def _answer(self, operation: str, call: Callable[[list, dict], dict], inputs: list, parameters: dict) -> dict:
         started = time.perf_counter()

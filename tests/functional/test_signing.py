@@ -48,12 +48,7 @@ DIGIT = [[0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 15, 2, 
 
 
 def new_signer() -> LocalKeySigner:
-    signer = LocalKeySigner.__new__(LocalKeySigner)
-    signer._key = ed25519.Ed25519PrivateKey.generate()
-    signer.public_der = signer._key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return signer
+    return LocalKeySigner(ed25519.Ed25519PrivateKey.generate())
 
 
 def trust(*signers) -> TrustedKeys:
@@ -285,14 +280,14 @@ def test_keygen_writes_a_private_key_only_its_owner_can_read(tmp_path):
     assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
     assert private.read_text().startswith("-----BEGIN PRIVATE KEY-----")
     assert public.read_text().startswith("-----BEGIN PUBLIC KEY-----")
-    assert read_public_key(public) == LocalKeySigner(private).public_der
+    assert read_public_key(public) == LocalKeySigner.from_file(private).public_der
     with pytest.raises(SigningError, match="refusing to overwrite"):
         keygen(tmp_path / "keys" / "maas")
     p256 = tmp_path / "p256.pem"
     p256.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     with pytest.raises(SigningError, match="Ed25519 keys only"):
-        LocalKeySigner(p256)
+        LocalKeySigner.from_file(p256)
 
 
 ARN = "arn:aws:kms:eu-west-1:111122223333:key/0a1b2c3d-0000-4000-8000-00000000ed25"
