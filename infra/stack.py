@@ -20,6 +20,7 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from constructs import Construct
 
+from maas.builder.signing import trusted_keys
 from maas.layers import folder_bytes
 from maas.paths import artifact_dir
 from maas.smoke import version_checks
@@ -33,6 +34,7 @@ from maas_api.constants import (
     ENV_SAGEMAKER_INFERENCE_COMPONENT,
 )
 from maas_api.routes import EMBEDDING_TASK, INVOKE, route, shared_routes
+from maas_runtime.signing import ENV_SIGNING_PUBLIC_KEYS
 
 from .alarm_topic import AlarmTopic, AlarmTopicProps
 from .artifact_bucket import ArtifactBucket
@@ -140,6 +142,11 @@ class MaasStack(Stack):
         self.models: dict[str, DeployedModel] = {}
         self.artifacts: ArtifactBucket | None = None
         invoke = route(INVOKE)
+        trusted = trusted_keys(manifest)
+        # Each model function refuses artifacts not signed by these keys (read from local files: no AWS call at synth).
+        model_env = {ENV_SIGNING_PUBLIC_KEYS: trusted.value()} if trusted else {}
+        # numpy's BLAS pool would fight ONNX Runtime's threads for Lambda's few vCPUs in an explanation's solve.
+        model_env["OPENBLAS_NUM_THREADS"] = "1"
 
         for spec in manifest.models:
             folder = artifact_dir(root, spec.name, spec.version)
@@ -161,10 +168,12 @@ class MaasStack(Stack):
             elif lam.artifact == "s3":
                 asset = stage_function(root, MODEL_HANDLER, spec.name, None, inputs.staging_dir)
                 env[ENV_MODEL_S3_URI] = self._artifact_bucket().uri_for(spec.name, spec.version)
+                env.update(model_env)
                 layer_names = MODEL_LAYERS
             else:
                 asset = stage_function(root, MODEL_HANDLER, spec.name, folder, inputs.staging_dir)
                 env[ENV_MODEL_DIR] = PACKAGED_MODEL_DIR
+                env.update(model_env)
                 layer_names = MODEL_LAYERS
 
             function = ModelFunction(self, f"{cid}Function", ModelFunctionProps(

@@ -18,12 +18,45 @@ def cmd_build(args) -> int:
 
     manifest = _manifest(args)
     try:
-        results = build_models(manifest, args.models, force=args.force)
+        results = build_models(manifest, args.models, force=args.force, sign_key=args.sign_key)
     except BuildError as exc:
         print(f"build failed: {exc}", file=sys.stderr)
         return 1
     for result in results:
         print(result.summary())
+    return 0
+
+
+def cmd_sign(args) -> int:
+    from .builder.signing import SigningError, manifest_signer, sign_models
+
+    manifest = _manifest(args)
+    try:
+        signed = sign_models(manifest, args.models, manifest_signer(manifest, args.key))
+    except SigningError as exc:
+        print(f"signing failed: {exc}", file=sys.stderr)
+        return 1
+    for item in signed:
+        print(f"{item.name}: signed {item.folder.relative_to(manifest.root)}/card.json with {item.key_id}")
+    return 0
+
+
+def cmd_keygen(args) -> int:
+    from .builder.signing import SigningError, keygen, kms_public_key, read_public_key
+    from maas_runtime import ENV_SIGNING_PUBLIC_KEYS, TrustedKeys
+
+    try:
+        if args.kms:
+            public = kms_public_key(args.kms, args.prefix)
+            print(f"wrote {public} (the public half of {args.kms}; the private key stays in KMS)")
+        else:
+            private, public = keygen(args.prefix)
+            print(f"wrote {private} (private, mode 0600: keep it out of the repository) and {public}")
+        value = TrustedKeys([read_public_key(public)]).value()
+    except SigningError as exc:
+        print(f"keygen failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"list {public} in models.toml's signing.public_keys; a function trusts it with {ENV_SIGNING_PUBLIC_KEYS}={value}")
     return 0
 
 
@@ -76,6 +109,8 @@ def cmd_bench(args) -> int:
 
     manifest = _manifest(args)
     root = manifest.root
+    if args.explain:
+        return _bench_explain(manifest, args)
     try:
         results = run_bench(
             manifest,
@@ -94,6 +129,18 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _bench_explain(manifest, args) -> int:
+    """Only the explain route's latency; rewrites only that section of BENCHMARKS.md."""
+    from .bench import machine_info
+    from .bench.explain import THREADS, bench_explanations, render_explain, update_section
+
+    results = bench_explanations(manifest, args.models, 3 if args.quick else 15)
+    markdown = Path(args.markdown) if args.markdown else (None if args.quick else manifest.root / "BENCHMARKS.md")
+    if markdown is not None:
+        update_section(markdown, render_explain(results, machine_info(THREADS)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maas", description="Serverless model deployment kit")
     parser.add_argument("--manifest", help="path to models.toml (default: nearest one upwards)")
@@ -102,13 +149,27 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="export, optimize, prune, quantize and verify models")
     build.add_argument("models", nargs="*", help="model names (default: all in the manifest)")
     build.add_argument("--force", action="store_true", help="rebuild even if the cached artifact matches")
+    build.add_argument("--sign-key", metavar="KEY",
+                       help="sign the cards with this key (a PEM file or kms:<key ARN>) instead of signing.key")
     build.set_defaults(func=cmd_build)
+
+    sign = sub.add_parser("sign", help="sign built models' cards (card.sig) without rebuilding them")
+    sign.add_argument("models", nargs="*", help="model names (default: all in the manifest)")
+    sign.add_argument("--key", help="a PEM private key file or kms:<key ARN> (default: the manifest's signing.key)")
+    sign.set_defaults(func=cmd_sign)
+
+    keygen = sub.add_parser("keygen", help="create an Ed25519 signing key pair, or fetch a KMS key's public key")
+    keygen.add_argument("prefix", help="writes PREFIX.key (private, 0600) and PREFIX.pub.pem, e.g. keys/maas")
+    keygen.add_argument("--kms", metavar="KEY_ARN", help="write only PREFIX.pub.pem, the public key of this KMS key")
+    keygen.set_defaults(func=cmd_keygen)
 
     bench = sub.add_parser("bench", help="cold start, latency, size and cost against the PyTorch baseline")
     bench.add_argument("models", nargs="*", help="model names (default: every Lambda model)")
     bench.add_argument("--quick", action="store_true", help="every measurement once (CI); writes no BENCHMARKS.md")
     bench.add_argument("--out", help="folder for results.json and plots (default: bench-results/)")
     bench.add_argument("--markdown", help="where to write the report (default: BENCHMARKS.md; none with --quick)")
+    bench.add_argument("--explain", action="store_true",
+                       help="only the explain route's latency at the default budget (its section of the report)")
     bench.set_defaults(func=cmd_bench)
 
     serve = sub.add_parser("serve", help="run the API locally on 127.0.0.1 with the Lambda handlers in-process")

@@ -115,14 +115,27 @@ def _normalize(name: str) -> str:
 DISTRIBUTION = "maas-kit"
 
 
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def _requirements() -> list[str]:
+    """pyproject.toml's `dependencies` where the source tree has it (an installed copy's metadata
+    lags behind an edited pyproject until it is reinstalled), else the installed metadata."""
+    if PYPROJECT.is_file():
+        import tomllib
+
+        return list(tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["dependencies"])
+    from importlib.metadata import requires
+
+    return [r for r in requires(DISTRIBUTION) or () if "extra ==" not in r]
+
+
 def pinned(name: str) -> str:
     """The kit's own exact pin for a serve-time dependency (pyproject.toml's `dependencies`).
 
     The layers ship exactly what the kit is installed and tested with: one place for each pin.
     """
-    from importlib.metadata import requires
-
-    for requirement in requires(DISTRIBUTION) or ():
+    for requirement in _requirements():
         spec = requirement.split(";")[0].strip()
         if _normalize(spec.split("[")[0].split("==")[0]) == _normalize(name) and "==" in spec:
             return spec
@@ -135,6 +148,7 @@ NUMPY = pinned("numpy")
 POWERTOOLS = pinned("aws-lambda-powertools")
 PYDANTIC = pinned("pydantic")
 ORJSON = pinned("orjson")
+PYNACL = pinned("PyNaCl")
 
 # Everywhere in a layer: no bytecode caches (Lambda writes none to /opt and Python compiles once),
 # no type stubs, no C headers, no test suites.
@@ -149,12 +163,14 @@ COMMON_PRUNE = (
 
 RUNTIME = LayerSpec(
     name="runtime",
-    requirements=(ONNXRUNTIME, TOKENIZERS, NUMPY),
+    requirements=(ONNXRUNTIME, TOKENIZERS, NUMPY, PYNACL),
     # onnxruntime also requires flatbuffers, protobuf, packaging (and sympy, coloredlogs in older
     # releases): used by its quantization and transformers tools, never by InferenceSession.
     # tokenizers requires huggingface_hub (and through it httpx, fsspec, tqdm, yaml, hf_xet):
     # used by Tokenizer.from_pretrained only; the runtime loads tokenizer.json from the artifact.
-    keep=("onnxruntime", "tokenizers", "numpy"),
+    # PyNaCl (card signatures) needs cffi's _cffi_backend at run time; cffi's Python package and
+    # pycparser only compile C declarations into a module, which PyNaCl's wheel ships prebuilt.
+    keep=("onnxruntime", "tokenizers", "numpy", "pynacl", "cffi"),
     local_packages=("maas_runtime",),
     prune=COMMON_PRUNE
     + (
@@ -174,8 +190,9 @@ RUNTIME = LayerSpec(
         "numpy/random/_examples",
         "numpy/doc",
         "tokenizers/tools",
+        "cffi",  # the C-declaration compiler: PyNaCl's prebuilt module needs only _cffi_backend
     ),
-    description="onnxruntime, tokenizers, numpy and maas_runtime: what a model function loads",
+    description="onnxruntime, tokenizers, numpy, PyNaCl and maas_runtime: what a model function loads",
 )
 
 API = LayerSpec(

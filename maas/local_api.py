@@ -55,6 +55,7 @@ from maas_api.framing import content_length
 from maas_api.routes import INVOKE, default_model, model_routes, route, shared_routes
 from maas_runtime import CARD_FILE
 
+from .builder.signing import trusted_keys
 from .lambda_worker import ACCOUNT_ID, LambdaContext
 from .paths import BUILD_DIR, artifact_dir
 
@@ -631,6 +632,7 @@ def manifest_stack(manifest, build_root: Path | None = None, models: list[str] |
     functions = root / FUNCTIONS_DIR
     stack = LocalStack(routes=[], instances={})
     tasks: dict[str, str] = {}
+    trusted = trusted_keys(manifest)  # signing.public_keys: what each deployed function is configured to trust
     for spec in manifest.select(models):
         folder = artifact_dir(build_root, spec.name, spec.version)
         if not (folder / CARD_FILE).is_file():
@@ -655,7 +657,8 @@ def manifest_stack(manifest, build_root: Path | None = None, models: list[str] |
         else:
             handler = load_function_module(functions / "model")
             function = handler.create_function(
-                handler.Config(model_name=spec.name, model_dir=str(folder), catalog_path=str(catalog))
+                handler.Config(model_name=spec.name, model_dir=str(folder), catalog_path=str(catalog),
+                               signing_public_keys=trusted.value() if trusted else None)
             )
         settings = spec.lambda_settings
         stack.instances[spec.name] = FunctionInstance(

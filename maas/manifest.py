@@ -5,8 +5,8 @@ pydantic models defined below, never raw TOML. Every default is written once, on
 Every rejection names the model and the key, e.g.
 ``models.minilm.optimization.pruning_sparsity: must be a number in [0.0, 0.95], got 2``.
 
-A task's own settings (its parity bar) are declared by the task's build half
-(`maas.builder.tasks`), so adding a task does not touch this file.
+A task's own settings (its parity bar, its explanations' limits) are declared by the task's
+build half (`maas.builder.tasks`), so adding a task does not touch this file.
 """
 
 from __future__ import annotations
@@ -55,6 +55,19 @@ def Integer(lo: int, hi: int):
         return value
 
     return Annotated[int, BeforeValidator(check)]
+
+
+def IntegerOr(word: str, lo: int, hi: int):
+    """A keyword (such as "auto") or an integer in [lo, hi]."""
+
+    def check(value):
+        if value == word:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            _fail(f"must be {word!r} or an integer in [{lo}, {hi}]", value)
+        return value
+
+    return Annotated[str | int, BeforeValidator(check)]
 
 
 def Number(lo: float, hi: float):
@@ -207,14 +220,43 @@ class ModelSpec(Table):
     optimization: Optimization = Optimization()
     serving: ServingLimits = ServingLimits()
     parity: Any
+    explain: Any = None
+    """The task's `explain` table (its limits and background); None for a task without explanations."""
     lambda_settings: LambdaSettings = Field(LambdaSettings(), alias="lambda")
     sagemaker: SageMakerSettings | None = None
 
     def artifact_settings(self) -> dict:
         """What shapes the built artifact, and nothing that only shapes its deployment: the build
         cache key hashes this, so a changed memory size, concurrency, architecture, instance type,
-        target or description reuses the artifact."""
-        return self.model_dump(mode="json", include={"name", "version", "task", "labels", "source", "optimization", "serving", "parity"})
+        target or description reuses the artifact. Signing is not part of it either: a signature
+        sits beside the artifact, so re-signing never rebuilds."""
+        return self.model_dump(
+            mode="json",
+            include={"name", "version", "task", "labels", "source", "optimization", "serving", "parity", "explain"},
+        )
+
+
+KMS_PREFIX = "kms:"
+
+
+class Signing(Table):
+    """The top-level [signing] table: who signs the model cards, and whom the functions trust."""
+
+    key: Text() | None = None
+    """What `maas build` and `maas sign` sign with: an Ed25519 private key file (PEM, from
+    `maas keygen`), or "kms:<key ARN>" for an AWS KMS ECC_NIST_EDWARDS25519 key."""
+    public_keys: tuple[Text(), ...] = ()
+    """Public key files (PEM) every function trusts; two while a key is rotated. Empty: the
+    functions serve unsigned artifacts (signing is opt-in)."""
+
+    def key_path(self, root: Path) -> Path | None:
+        if self.key is None or self.key.startswith(KMS_PREFIX):
+            return None
+        path = Path(self.key)
+        return path if path.is_absolute() else root / path
+
+    def public_key_paths(self, root: Path) -> list[Path]:
+        return [p if (p := Path(k)).is_absolute() else root / p for k in self.public_keys]
 
 
 class Manifest(BaseModel):
@@ -222,6 +264,7 @@ class Manifest(BaseModel):
 
     path: Path
     models: tuple[ModelSpec, ...]
+    signing: Signing = Signing()
 
     @property
     def root(self) -> Path:
@@ -287,7 +330,12 @@ def _model(name: str, data: Any) -> ModelSpec:
     if "parity" not in data:
         raise ManifestError(f"{where}.parity: missing required key")
     parity = task.parity_settings(_validate(task.parity, data["parity"], f"{where}.parity"), f"{where}.parity")
-    spec = _validate(ModelSpec, {**data, "name": name, "parity": parity}, where)
+    explain = None
+    if task.explain is not None:
+        explain = task.explain_settings(_validate(task.explain, data.get("explain", {}), f"{where}.explain"), f"{where}.explain")
+    elif "explain" in data:
+        raise ManifestError(f"{where}.explain: {data['task']} models serve no explanations")
+    spec = _validate(ModelSpec, {**data, "name": name, "parity": parity, "explain": explain}, where)
 
     source = spec.source
     if source.type == "recipe" and not source.recipe:
@@ -324,9 +372,17 @@ def parse_manifest(text: str, path: Path) -> Manifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path.name}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"models"})
+    unknown = sorted(set(data) - {"models", "signing"})
     if unknown:
         raise ManifestError(f"{path.name}: unknown key(s) {', '.join(map(repr, unknown))}")
+    signing = _validate(Signing, data.get("signing", {}), "signing")
+    if signing.key is not None and not signing.public_keys:
+        raise ManifestError(
+            "signing.public_keys: missing required key when signing.key is set: list the public key file(s) "
+            "the functions trust (maas keygen writes one), or the signatures would protect nothing"
+        )
+    if signing.key is not None and signing.key.startswith(KMS_PREFIX) and len(signing.key) == len(KMS_PREFIX):
+        raise ManifestError('signing.key: "kms:" must be followed by the KMS key ARN')
     if "models" not in data:
         raise ManifestError(f"{path.name}.models: missing required key")
     models = data["models"]
@@ -334,7 +390,7 @@ def parse_manifest(text: str, path: Path) -> Manifest:
         raise ManifestError(f"{path.name}.models: must be a table, got {_show(models)}")
     if not models:
         raise ManifestError(f"{path.name}: [models] is empty")
-    return Manifest(path=path.resolve(), models=tuple(_model(name, body) for name, body in models.items()))
+    return Manifest(path=path.resolve(), models=tuple(_model(name, body) for name, body in models.items()), signing=signing)
 
 
 def load_manifest(path: str | Path = "models.toml") -> Manifest:

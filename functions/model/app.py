@@ -30,8 +30,17 @@ from maas_api.constants import (
     S3_MAX_ATTEMPTS,
     S3_READ_TIMEOUT_S,
 )
-from maas_runtime import CARD_FILE, RuntimeLibraryError, forget_models, load_model, read_card, verify_artifact
-from maas_runtime.card import check_file_name
+from maas_runtime import (
+    CARD_FILE,
+    ENV_SIGNING_PUBLIC_KEYS,
+    RuntimeLibraryError,
+    TrustedKeys,
+    forget_models,
+    load_model,
+    read_card,
+    verify_artifact,
+)
+from maas_runtime.card import SIG_FILE, check_file_name
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,6 +54,11 @@ class Config:
     model_s3_uri: str | None = None
     catalog_path: str | None = None
     tmp_dir: str | None = None
+    signing_public_keys: str | None = None
+    """The keys card signatures must verify with (MAAS_SIGNING_PUBLIC_KEYS); None: unsigned artifacts load."""
+
+    def trusted_keys(self) -> TrustedKeys | None:
+        return TrustedKeys.parse(self.signing_public_keys) if self.signing_public_keys else None
 
     @classmethod
     def from_env(cls, env=None) -> "Config":
@@ -58,6 +72,7 @@ class Config:
             model_s3_uri=env.get(ENV_MODEL_S3_URI) or None,
             catalog_path=env.get(ENV_CATALOG_PATH) or str(HERE / DEFAULT_CATALOG_FILE),
             tmp_dir=env.get(ENV_TMP_DIR) or None,
+            signing_public_keys=env.get(ENV_SIGNING_PUBLIC_KEYS) or None,
         )
 
 
@@ -74,7 +89,7 @@ def _preload_packaged_model() -> threading.Thread | None:
 
     def load() -> None:
         try:
-            load_model(config.model_dir)
+            load_model(config.model_dir, config.trusted_keys())
         except Exception:  # noqa: BLE001 - the backend loads again and answers the error per request
             pass
 
@@ -139,7 +154,7 @@ def _s3_error(exc: Exception, location: str) -> ApiError:
 class S3Artifact:
     """s3://bucket/prefix/ holding card.json and the files it lists, downloaded into a fresh folder."""
 
-    def __init__(self, uri: str, tmp_dir: str | None = None, client=None):
+    def __init__(self, uri: str, tmp_dir: str | None = None, client=None, trusted_keys: TrustedKeys | None = None):
         parsed = urlparse(uri)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise Unavailable("this function's artifact location is misconfigured", code="misconfigured")
@@ -149,6 +164,7 @@ class S3Artifact:
             self.prefix += "/"
         self.tmp_dir = tmp_dir
         self._client = client
+        self.trusted_keys = trusted_keys
 
     @property
     def client(self):
@@ -170,6 +186,16 @@ class S3Artifact:
         except Exception as exc:
             raise _s3_error(exc, f"s3://{self.bucket}/{key}") from exc
 
+    def _get_signature(self, folder: Path) -> None:
+        """card.sig, fetched only where signatures are required; a missing one is left out, and the
+        signature check then refuses the artifact (the function may list its prefix, so S3 tells
+        "missing" from "denied")."""
+        try:
+            self._get(SIG_FILE, folder / SIG_FILE)
+        except ApiError as exc:
+            if exc.code != "artifact_missing":
+                raise
+
     def fetch(self) -> Path:
         """Download and verify into a new folder; one that fails is deleted, never served.
 
@@ -178,7 +204,9 @@ class S3Artifact:
         folder = Path(tempfile.mkdtemp(prefix="maas-model-", dir=self.tmp_dir))
         try:
             self._get(CARD_FILE, folder / CARD_FILE)
-            card = read_card(folder)
+            if self.trusted_keys is not None:
+                self._get_signature(folder)
+            card = read_card(folder, self.trusted_keys)
             for name in card.files:
                 self._get(check_file_name(name), folder / name)
             verify_artifact(folder, card)
@@ -215,8 +243,19 @@ class LocalModelBackend:
         if self.config.model_dir:
             return Path(self.config.model_dir), False
         if self.config.model_s3_uri:
-            return S3Artifact(self.config.model_s3_uri, self.config.tmp_dir, client=self._s3).fetch(), True
+            source = S3Artifact(self.config.model_s3_uri, self.config.tmp_dir, client=self._s3,
+                                trusted_keys=self._trusted_keys())
+            return source.fetch(), True
         raise Unavailable("this function has no model configured", code="misconfigured")
+
+    def _trusted_keys(self) -> TrustedKeys | None:
+        try:
+            return self.config.trusted_keys()
+        except RuntimeLibraryError:
+            raise Unavailable(
+                f"this function's {ENV_SIGNING_PUBLIC_KEYS} is not a list of base64 Ed25519 public keys",
+                code="misconfigured",
+            ) from None
 
     def model(self):
         """The loaded model; the first call fetches, verifies and loads it (a failure is retried next time)."""
@@ -235,9 +274,10 @@ class LocalModelBackend:
         return self._model
 
     def _load(self):
+        trusted_keys = self._trusted_keys()
         folder, downloaded = self._folder()
         try:
-            model = load_model(folder)
+            model = load_model(folder, trusted_keys)
             if model.name != self.name:
                 raise Unavailable(f"the artifact is for model {model.name!r}, not {self.name!r}", code="artifact_invalid")
             return model
@@ -269,9 +309,15 @@ class LocalModelBackend:
         return self.model().card.task
 
     def predict(self, inputs: list, parameters: dict) -> dict:
+        return self._answer("predict", inputs, parameters)
+
+    def explain(self, inputs: list, parameters: dict) -> dict:
+        return self._answer("explain", inputs, parameters)
+
+    def _answer(self, method: str, inputs: list, parameters: dict) -> dict:
         model = self.model()
         try:
-            prediction = model.predict(inputs, parameters)
+            prediction = getattr(model, method)(inputs, parameters)
         except RuntimeLibraryError as exc:
             raise from_runtime(exc) from exc
         except Exception as exc:

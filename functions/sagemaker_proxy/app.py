@@ -206,9 +206,20 @@ class RemoteModelBackend:
 
     def predict(self, inputs: list, parameters: dict) -> dict:
         model = self.model()
+        prediction = self._remote(model.predict, inputs, parameters)
+        return {"model": model.name, "version": model.version, "outputs": prediction.outputs, "usage": prediction.usage}
+
+    def explain(self, inputs: list, parameters: dict) -> dict:
+        """Kernel SHAP here, as in a model function: its coalitions go to the endpoint in batches, as
+        predictions do (Triton batches them with other traffic); the card's explain limits bound them."""
+        model = self.model()
+        explanation = self._remote(model.explain, inputs, parameters)
+        return {"model": model.name, "version": model.version, "outputs": explanation.outputs, "usage": explanation.usage}
+
+    def _remote(self, call, inputs: list, parameters: dict):
         where = {"endpoint": self.config.endpoint_name, "inference_component": self.config.inference_component}
         try:
-            prediction = model.predict(inputs, parameters)
+            return call(inputs, parameters)
         except RuntimeLibraryError as exc:
             raise from_runtime(exc) from exc
         except ProtocolError as exc:
@@ -220,7 +231,6 @@ class RemoteModelBackend:
             error.log.update(where, upstream_status=response.get("OriginalStatusCode"),
                              upstream_message=str(response.get("OriginalMessage") or "")[:1000] or None)
             raise error from exc
-        return {"model": model.name, "version": model.version, "outputs": prediction.outputs, "usage": prediction.usage}
 
     def check(self) -> dict:
         """The card and tokenizer load, and an endpoint is configured. The endpoint is not called:

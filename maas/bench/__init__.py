@@ -17,6 +17,7 @@ from maas_runtime import ModelCard
 
 from . import cost as cost_model
 from .coldstart import measure_coldstarts
+from .explain import bench_explanations, render_explain, update_section
 from .footprint import BASELINE_PACKAGES, KIT_PACKAGES, baseline_weight_files, deployed_bytes, stack_bytes
 from .latency import case_key, measure_latency
 from .roofline import machine_peak, matmul_flops
@@ -66,9 +67,13 @@ def run_bench(
     for name in names:
         log(f"[{name}]")
         results["models"][name] = bench_model(manifest, name, threads, quick, peaks, log)
+    log("explanations")
+    results["explain"] = bench_explanations(manifest, models, 3 if quick else 15, log=log)
     results["elapsed_s"] = time.time() - started
     out_dir = Path(out_dir or root / "bench-results")
     write_report(results, out_dir, docs_dir=docs_dir, markdown=markdown)
+    if markdown is not None:
+        update_section(Path(markdown), render_explain(results["explain"], results["machine"]))
     return results
 
 

@@ -40,6 +40,7 @@ class Exported:
     reference: np.ndarray  # the fp32 original's outputs on eval_inputs, post-processed as served
     eval_labels: np.ndarray | None = None  # ground truth, where the data has it
     extra_files: dict[str, Path] = field(default_factory=dict)  # shipped beside model.onnx
+    train_inputs: np.ndarray | None = None  # training rows in request units, where the source has them (explanations' background)
     description: str = ""
     reference_kind: str = "fp32 PyTorch original"
 
@@ -156,6 +157,7 @@ def _export_recipe(spec: ModelSpec, task: BuildTask, work: Path) -> Exported:
         eval_inputs=[img.tolist() for img in data.x_test],
         reference=task.reference(logits, {}),
         eval_labels=np.asarray(data.y_test),
+        train_inputs=np.asarray(data.x_train).reshape(len(data.x_train), -1),
         description=f"trained by recipe {spec.source.recipe!r} (seed {recipe.SEED}, {len(data.x_train)} train / {len(data.x_test)} held-out test images)",
     )
 

@@ -105,7 +105,7 @@ def cache_key(spec: ModelSpec, root: Path) -> str:
     return digest.hexdigest()
 
 
-def _stage(folder: Path, model_file: Path, exported: Exported, spec: ModelSpec) -> ModelCard:
+def _stage(folder: Path, model_file: Path, exported: Exported, spec: ModelSpec, explain=None) -> ModelCard:
     """An artifact folder for one candidate, with the card the runtime needs to load it."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file, folder / MODEL_FILE)
@@ -120,6 +120,7 @@ def _stage(folder: Path, model_file: Path, exported: Exported, spec: ModelSpec) 
         outputs=exported.outputs,
         serving=ServingSpec(max_batch=spec.serving.max_batch),
         files=file_entries(folder),
+        explain=explain,
     )
     card.write(folder)
     return card
@@ -185,6 +186,11 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
             raise BuildError(str(exc)) from None
         fp32_bytes = exported.onnx_path.stat().st_size
         _log(spec.name, f"  exported fp32 graph: {fp32_bytes / 1e6:.1f} MB in {time.perf_counter() - t:.1f}s")
+        try:
+            explain, explain_files = build_task(spec.task).explain_card(spec, exported, work)
+        except ValueError as exc:
+            raise BuildError(f"{spec.name}: {exc}") from None
+        exported.extra_files.update(explain_files)
 
         t = step("graph optimization")
         model_folder = spec.source.resolve(root) if spec.source.type == "huggingface" else None
@@ -222,7 +228,7 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
         for description, file in candidates:
             t = step(f"parity of {description['name']} on the evaluation set")
             stage = work / f"stage-{description['name']}"
-            staged = _stage(stage, file, exported, spec)
+            staged = _stage(stage, file, exported, spec, explain)
             result, latency = _evaluate(spec, stage, exported)
             size = file.stat().st_size
             entry = {
@@ -310,11 +316,28 @@ def write_catalog(manifest: Manifest) -> Path:
     return path
 
 
-def build_models(manifest: Manifest, names=None, *, force: bool = False) -> list[BuildResult]:
+def build_models(manifest: Manifest, names=None, *, force: bool = False, sign_key: str | None = None) -> list[BuildResult]:
+    """Build (or reuse) each model, then sign its card where a key is given (`sign_key`, else the
+    manifest's signing.key). The key is checked before anything is built."""
+    from .signing import SigningError, manifest_signer, sign_models
+
+    signer = None
+    if sign_key or manifest.signing.key:
+        try:
+            signer = manifest_signer(manifest, sign_key)
+        except SigningError as exc:
+            raise BuildError(str(exc)) from None
     results = []
     try:
         for spec in manifest.select(names):
             results.append(build_model(manifest, spec, force=force))
     finally:
         write_catalog(manifest)
+    if signer is not None:
+        try:
+            for signed in sign_models(manifest, [r.name for r in results], signer, force=False):
+                if signed.resigned:
+                    _log(signed.name, f"signed card.json with key {signed.key_id[:19]}...")
+        except SigningError as exc:
+            raise BuildError(f"built, but not signed: {exc}; `maas sign` signs again without rebuilding") from None
     return results

@@ -1,4 +1,4 @@
-"""Names and limits the handlers, the serving program and the local API share.
+"""Names and limits the handlers, the proxy and the local API share.
 
 Environment variable names live here and nowhere else (infra/ sets them, functions/ read them).
 """

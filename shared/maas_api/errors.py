@@ -49,6 +49,7 @@ class GatewayTimeout(ApiError): status, code = HTTPStatus.GATEWAY_TIMEOUT, "upst
 RUNTIME_STATUS = {
     "invalid_input": (HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_input"),
     "limit_exceeded": (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "limit_exceeded"),
+    "not_supported": (HTTPStatus.NOT_FOUND, "not_supported"),
     "artifact_invalid": (HTTPStatus.SERVICE_UNAVAILABLE, "artifact_invalid"),
 }
 

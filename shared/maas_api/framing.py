@@ -1,5 +1,4 @@
-"""HTTP framing checks shared by the stdlib servers in this repository (the local API and the
-SageMaker serving program): how long a request body is, decided strictly before reading it.
+"""HTTP framing checks for the local API's stdlib server: how long a request body is, decided strictly before reading it.
 
 A lenient `int(header)` takes "-1" (read to the end of the stream), "+5", " 5", "5_0" and other
 scripts' digits; two differing Content-Length headers, or one beside Transfer-Encoding, are how

@@ -52,7 +52,7 @@ from .errors import (
     short,
 )
 from .routes import EMBEDDING_TASK, ROUTES, RouteSpec, allowed_methods, find
-from .schemas import EmbeddingsRequest, Health, InvokeRequest, ModelList
+from .schemas import EmbeddingsRequest, ExplainRequest, Health, InvokeRequest, ModelList
 
 # Health, catalog and error answers record no metric by design; Powertools warns about each one.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
@@ -78,6 +78,9 @@ class Backend(Protocol):
 
     def predict(self, inputs: list, parameters: dict) -> dict:
         """{"model", "version", "outputs", "usage"}."""
+
+    def explain(self, inputs: list, parameters: dict) -> dict:
+        """The inputs' explanations, shaped as predict's answer."""
 
     def status(self) -> dict:
         """{"loaded": bool, "version": str | None, "error": code | None} without loading anything."""
@@ -307,21 +310,30 @@ class ApiFunction:
 
     def predict(self, inputs: list, parameters: dict) -> dict:
         """The backend's answer, timed, traced, logged and recorded as metrics."""
+        return self._answer("predict", self.backend.predict, inputs, parameters)
+
+    def explain(self, inputs: list, parameters: dict) -> dict:
+        """The backend's explanations, recorded like predictions (their latency under its own name:
+        an explanation runs the model thousands of times, and would skew the prediction latency)."""
+        return self._answer("explain", self.backend.explain, inputs, parameters)
+
+    def _answer(self, operation: str, call: Callable[[list, dict], dict], inputs: list, parameters: dict) -> dict:
         started = time.perf_counter()
-        span = nullcontext() if self.tracer is None else self.tracer.provider.in_subsegment("## predict")
+        span = nullcontext() if self.tracer is None else self.tracer.provider.in_subsegment(f"## {operation}")
         with span:
-            result = self.backend.predict(inputs, parameters)
+            result = call(inputs, parameters)
         latency_ms = (time.perf_counter() - started) * 1000
         usage = result.get("usage") or {}
         if self._record_metrics:
-            self._add_metrics(latency_ms, len(inputs), usage)
+            self._add_metrics(latency_ms, len(inputs), usage, "latency" if operation == "predict" else f"{operation}_latency")
         self.logger.info(
-            "invoked", extra={"batch_size": len(inputs), "latency_ms": round(latency_ms, 2), "usage": usage}
+            "invoked" if operation == "predict" else operation,
+            extra={"batch_size": len(inputs), "latency_ms": round(latency_ms, 2), "usage": usage},
         )
         return result
 
-    def _add_metrics(self, latency_ms: float, batch_size: int, usage: dict) -> None:
-        self.metrics.add_metric(name="latency", unit=MetricUnit.Milliseconds, value=latency_ms)
+    def _add_metrics(self, latency_ms: float, batch_size: int, usage: dict, latency: str = "latency") -> None:
+        self.metrics.add_metric(name=latency, unit=MetricUnit.Milliseconds, value=latency_ms)
         self.metrics.add_metric(name="batch_size", unit=MetricUnit.Count, value=batch_size)
         if "input_tokens" in usage:
             self.metrics.add_metric(name="input_tokens", unit=MetricUnit.Count, value=usage["input_tokens"])
@@ -446,6 +458,10 @@ class Operations:
     def invoke(self, name: str, body: InvokeRequest) -> dict:
         self.fn.own_model(name)
         return self.fn.predict(body.inputs, body.parameters)
+
+    def explain(self, name: str, body: ExplainRequest) -> dict:
+        self.fn.own_model(name)
+        return self.fn.explain(body.inputs, body.parameters)
 
     def embeddings(self, body: EmbeddingsRequest) -> dict:
         return self._embeddings(body, None)

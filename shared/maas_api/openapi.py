@@ -27,6 +27,8 @@ from .schemas import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     ErrorResponse,
+    ExplainRequest,
+    ExplainResponse,
     Health,
     InvokeRequest,
     InvokeResponse,
@@ -98,6 +100,9 @@ def _operation(spec: RouteSpec, operation_id: str, entry, shared_refs: dict, err
         body = {"schema": request}
         if entry is not None and spec.request is InvokeRequest:
             body["example"] = {"inputs": entry.task_class.example_inputs(entry.card)}
+        elif entry is not None and spec.request is ExplainRequest and entry.card.explain is not None:
+            example = entry.task_class.example_inputs(entry.card)[:1]
+            body["example"] = {"inputs": example, "parameters": {name: example[0] for name in entry.task_class.explain_required}}
         operation["requestBody"] = {"required": True, "content": {JSON: body}}
     return operation
 
@@ -112,6 +117,10 @@ def _schemas(spec: RouteSpec, entry, shared_refs: dict) -> tuple[dict | None, di
         if entry is None or entry.card.task != EMBEDDING_TASK:
             return _plain(EmbeddingsRequest, "validation"), _plain(EmbeddingsResponse, "serialization")
         return _embeddings_request(entry), _embeddings_response(entry)
+    if spec.request is ExplainRequest:
+        if entry is None or entry.card.explain is None:
+            return _plain(ExplainRequest, "validation"), _plain(ExplainResponse, "serialization")
+        return _explain_request(entry), _explain_response(entry)
     if spec.response is dict and entry is not None:
         return None, _card(entry)
     raise ValueError(f"{spec.operation}: no schema for its request {spec.request} or answer {spec.response}")
@@ -145,6 +154,41 @@ def _invoke_response(entry) -> dict:
     props["version"] = {"const": card.version}
     props["outputs"] = {**_batch(entry, task.output_schema(card)), "description": "One output per input, in order"}
     schema["title"] = f"InvokeResponse[{card.name}]"
+    return schema
+
+
+def _explain_request(entry) -> dict:
+    task, card = entry.task_class, entry.card
+    schema = _plain(ExplainRequest, "validation")
+    props = schema["properties"]
+    inputs = {"type": "array", "items": task.input_schema(card), "minItems": 1, "maxItems": card.explain.max_inputs}
+    props["inputs"] = {**inputs, "description": "The inputs to explain"}
+    props["parameters"] = {**task.explain_parameters_schema(card), "description": props["parameters"]["description"]}
+    if task.explain_required:
+        schema["required"] = sorted({*schema.get("required", ()), "parameters"})
+    schema["title"] = f"ExplainRequest[{card.name}]"
+    return schema
+
+
+def _explain_response(entry) -> dict:
+    task, card = entry.task_class, entry.card
+    schema = _plain(ExplainResponse, "serialization")
+    props = schema["properties"]
+    props["model"] = {"const": card.name}
+    props["version"] = {"const": card.version}
+    item = props["outputs"]["items"]
+    item["properties"]["attributions"] = task.attributions_schema(card)
+    if card.outputs.labels:
+        item["properties"].update({
+            "label": {"enum": list(card.outputs.labels), "description": "The class explained"},
+            "logit": {"type": "number"},
+            "probability": {"type": "number", "minimum": 0, "maximum": 1},
+        })
+        item["required"] = sorted({*item.get("required", ()), "label", "logit", "probability"})
+    item["additionalProperties"] = False
+    props["outputs"] = {**props["outputs"], "minItems": 1, "maxItems": card.explain.max_inputs,
+                        "description": "One explanation per input, in order"}
+    schema["title"] = f"ExplainResponse[{card.name}]"
     return schema
 
 

@@ -17,12 +17,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schemas import EmbeddingsRequest, EmbeddingsResponse, Health, InvokeRequest, InvokeResponse, ModelList
+from .schemas import (
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ExplainRequest,
+    ExplainResponse,
+    Health,
+    InvokeRequest,
+    InvokeResponse,
+    ModelList,
+)
 
 MODEL = "model"
 SHARED = "shared"
 EMBEDDING_TASK = "embedding"
 """The task whose models answer the OpenAI embeddings routes."""
+EXPLAIN_TASKS = frozenset({"image-classification", "text-classification", EMBEDDING_TASK})
+"""The tasks whose serving halves explain (maas_runtime's `Task.explain_game`); a test keeps the two equal."""
 
 _PARAM = re.compile(r"\{(\w+)\}")
 
@@ -120,6 +131,9 @@ ROUTES: tuple[RouteSpec, ...] = (
               None, dict, (404, 503), MODEL),
     RouteSpec("POST", "/models/{name}/invoke", "invoke", "Run the model on a batch of inputs",
               InvokeRequest, InvokeResponse, _PREDICT_ERRORS, MODEL),
+    RouteSpec("POST", "/models/{name}/explain", "explain",
+              "Why the model answered as it did: per-input attributions (Kernel SHAP) computed with the served model",
+              ExplainRequest, ExplainResponse, _PREDICT_ERRORS, MODEL, tasks=EXPLAIN_TASKS),
     RouteSpec("POST", "/v1/embeddings", "embeddings",
               "OpenAI-compatible embeddings (the model field names an embedding model)",
               EmbeddingsRequest, EmbeddingsResponse, _PREDICT_ERRORS, SHARED),

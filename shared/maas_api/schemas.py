@@ -37,6 +37,48 @@ class InvokeResponse(BaseModel):
     )
 
 
+class ExplainRequest(InvokeRequest):
+    """What to explain: one input (up to the model's explain.max_inputs), as the invoke route takes it."""
+
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description='coalitions ("auto" or a number), seed (default 0); classifiers: target (a label, default '
+        "the top class), output (logit or probability); embeddings: compare_to (required: the text whose "
+        "cosine similarity is explained), truncate.",
+    )
+
+
+class ExplainMethod(BaseModel):
+    name: str
+    players: int = Field(description="Features that vary against the background (pixels) or words.")
+    coalitions: int
+    enumerated: int = Field(description="Coalitions enumerated exactly; the rest were sampled.")
+    background_rows: int
+    seed: int
+
+
+class Explanation(BaseModel):
+    """One input's attributions: they sum to value - base_value. Classifiers add the class
+    explained (`label`, `logit`, `probability`); the OpenAPI document lists them per model."""
+
+    model_config = ConfigDict(extra="allow")
+
+    output: str = Field(description="What is explained: logit, probability or cosine.")
+    value: float = Field(description="The output for the input.")
+    base_value: float = Field(description="The output's mean over the background (every player absent).")
+    attributions: list[Any] = Field(
+        description="Images: a map shaped like the input (8x8); texts: [{word, start, end, attribution}] in text order."
+    )
+    method: ExplainMethod
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    version: str
+    outputs: list[Explanation]
+    usage: dict[str, Any]
+
+
 class EmbeddingsRequest(BaseModel):
     """The OpenAI embeddings request. Token-id inputs are not supported: send text."""
 

@@ -1,4 +1,5 @@
-"""Model artifacts on disk: sha256 verification of every file the model card lists."""
+"""Model artifacts on disk: the card's signature where one is required, then sha256 verification of
+every file the card lists."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from .card import CARD_FILE, FileEntry, ModelCard, check_file_name
+from .card import CARD_FILE, SIG_FILE, FileEntry, ModelCard, check_file_name, read_card_bytes
 from .errors import ArtifactError
+from .signing import TrustedKeys
 
 _CHUNK = 1 << 20
 
@@ -21,27 +23,43 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def file_entries(folder: str | os.PathLike) -> dict[str, FileEntry]:
-    """Size and sha256 of every file in an artifact folder but the card: what the card lists."""
+    """Size and sha256 of every file in an artifact folder but the card and its signature: what the card lists."""
     return {
         p.name: FileEntry(sha256=sha256_of(p), bytes=p.stat().st_size)
         for p in sorted(Path(folder).iterdir())
-        if p.is_file() and p.name != CARD_FILE
+        if p.is_file() and p.name not in (CARD_FILE, SIG_FILE)
     }
 
 
-def read_card(folder: str | os.PathLike) -> ModelCard:
-    return ModelCard.read(folder)
+def read_card(folder: str | os.PathLike, trusted_keys: TrustedKeys | None = None) -> ModelCard:
+    """The card of an artifact folder. With `trusted_keys`, card.sig must verify with one of them,
+    and it is checked on the card's bytes before anything in them is parsed or believed."""
+    data = read_card_bytes(folder)
+    if trusted_keys is not None:
+        sig = Path(folder) / SIG_FILE
+        try:
+            sig_bytes = sig.read_bytes()
+        except FileNotFoundError:
+            sig_bytes = None
+        except OSError as exc:
+            raise ArtifactError(f"{SIG_FILE} is unreadable: {exc.__class__.__name__}") from None
+        trusted_keys.verify(data, sig_bytes)
+    return ModelCard.from_bytes(data)
 
 
-def verify_artifact(folder: str | os.PathLike, card: ModelCard | None = None, names=None) -> ModelCard:
+def verify_artifact(
+    folder: str | os.PathLike, card: ModelCard | None = None, names=None, trusted_keys: TrustedKeys | None = None
+) -> ModelCard:
     """Check the files the card lists against their sizes and sha256; return the card.
 
-    ``names``: the listed files to check, by default all of them. A process checks what it opens:
-    one whose graph runs on a remote server never opens the card's model file, and need not have it.
-    A size mismatch is caught before hashing, so a truncated file fails fast.
+    The card is read (and its signature checked, with `trusted_keys`) unless the caller passes the
+    one it already read that way. ``names``: the listed files to check, by default all of them. A
+    process checks what it opens: one whose graph runs on a remote server never opens the card's
+    model file, and need not have it. A size mismatch is caught before hashing, so a truncated file
+    fails fast.
     """
     folder = Path(folder)
-    card = card if card is not None else read_card(folder)
+    card = card if card is not None else read_card(folder, trusted_keys)
     wanted = card.files if names is None else set(names)
     unknown = sorted(set(wanted) - set(card.files))
     if unknown:

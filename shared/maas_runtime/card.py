@@ -22,9 +22,11 @@ from typing import Any
 from .errors import ArtifactError
 
 CARD_FILE = "card.json"
-CARD_SCHEMA_VERSION = 2
+CARD_SCHEMA_VERSION = 3
 """Bumped whenever a field is added, removed or changes meaning; a reader refuses other versions."""
 MODEL_FILE = "model.onnx"
+SIG_FILE = "card.sig"
+"""The card's signature (maas_runtime.signing): beside the card, never among the files it lists."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,42 @@ class OutputSpec:
 @dataclass(frozen=True)
 class ServingSpec:
     max_batch: int
+
+
+@dataclass(frozen=True)
+class ExplainSpec:
+    """How POST /models/{name}/explain explains this model, and the limits that bound its cost.
+
+    Kernel SHAP (maas_runtime.explain) over `players` (the image's pixels or the text's words); a
+    player left out of a coalition takes the background's values (`absent` "background", from the
+    `background` file of the artifact) or is removed from the attention mask ("attention-mask").
+    """
+
+    method: str
+    output: str
+    """What is explained unless the request says otherwise: "logit" of the target class, or "cosine"."""
+    players: str
+    absent: str
+    max_coalitions: int
+    max_evaluations: int
+    """Model rows one request may evaluate (coalitions x background rows, summed over its inputs)."""
+    max_inputs: int
+    max_tokens: int | None = None
+    """Text models: tokens one request may run through the model, over every sequence it evaluates
+    (a long text costs more per coalition)."""
+    coalitions: int | None = None
+    """The default budget; None: shap's "auto", 2M+2048 for M players, capped by the limits."""
+    background: str | None = None
+    background_rows: int = 0
+    background_method: str | None = None
+
+    def __post_init__(self):
+        if self.method != "kernel-shap":
+            raise ArtifactError(f"model card: explain.method must be kernel-shap, got {self.method!r}")
+        if self.absent not in ("background", "attention-mask"):
+            raise ArtifactError(f"model card: explain.absent must be background or attention-mask, got {self.absent!r}")
+        if self.absent == "background" and (self.background is None or self.background_rows < 1):
+            raise ArtifactError("model card: explain.background is required when absent players take the background")
 
 
 @dataclass(frozen=True)
@@ -137,13 +175,16 @@ class ModelCard:
     optimization: OptimizationReport | None = None
     parity: ParityReport | None = None
     build: BuildInfo | None = None
+    explain: ExplainSpec | None = None
     schema_version: int = CARD_SCHEMA_VERSION
 
     def __post_init__(self):
         _check_version(self.schema_version)
         for name in self.files:
             check_file_name(name)
-        for role, name in (("model_file", self.model_file), ("inputs.tokenizer", self.inputs.tokenizer)):
+        background = self.explain.background if self.explain is not None else None
+        roles = (("model_file", self.model_file), ("inputs.tokenizer", self.inputs.tokenizer), ("explain.background", background))
+        for role, name in roles:
             if name is not None and name not in self.files:
                 raise ArtifactError(f"model card: {role} {name!r} is not among the verified files it lists")
 
@@ -157,15 +198,17 @@ class ModelCard:
         return _convert(cls, data, "card")
 
     @classmethod
-    def read(cls, folder: str | Path) -> "ModelCard":
-        path = Path(folder) / CARD_FILE
+    def from_bytes(cls, data: bytes) -> "ModelCard":
+        """The card from card.json's bytes (after their signature was checked, where one is required)."""
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ArtifactError(f"no model card at {CARD_FILE} in {Path(folder).name!r}") from None
-        except (OSError, ValueError) as exc:
+            parsed = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
             raise ArtifactError(f"model card {CARD_FILE} is unreadable: {exc.__class__.__name__}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parsed)
+
+    @classmethod
+    def read(cls, folder: str | Path) -> "ModelCard":
+        return cls.from_bytes(read_card_bytes(folder))
 
     def to_dict(self) -> dict:
         return _plain(self)
@@ -197,9 +240,20 @@ def _check_version(version: Any) -> None:
         )
 
 
+def read_card_bytes(folder: str | Path) -> bytes:
+    """card.json's bytes, read once: what a signature is checked against and then parsed."""
+    try:
+        return (Path(folder) / CARD_FILE).read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"no model card at {CARD_FILE} in {Path(folder).name!r}") from None
+    except OSError as exc:
+        raise ArtifactError(f"model card {CARD_FILE} is unreadable: {exc.__class__.__name__}") from None
+
+
 def check_file_name(name: str) -> str:
-    """An artifact's file names are plain names in its own folder: no paths, no hidden files."""
-    if (not isinstance(name, str) or not name or name.startswith(".") or name == CARD_FILE
+    """An artifact's file names are plain names in its own folder: no paths, no hidden files, and
+    neither the card nor its signature (neither can be covered by the card's own hashes)."""
+    if (not isinstance(name, str) or not name or name.startswith(".") or name in (CARD_FILE, SIG_FILE)
             or any(c in name for c in "/\\:\0")):
         raise ArtifactError(f"model card names an unsafe file path {name!r}")
     return name
@@ -276,7 +330,9 @@ __all__ = [
     "CARD_FILE",
     "CARD_SCHEMA_VERSION",
     "MODEL_FILE",
+    "SIG_FILE",
     "BuildInfo",
+    "ExplainSpec",
     "FileEntry",
     "InputSpec",
     "ModelCard",
@@ -287,4 +343,5 @@ __all__ = [
     "ServingSpec",
     "Sizes",
     "check_file_name",
+    "read_card_bytes",
 ]

@@ -33,6 +33,12 @@ class LimitExceeded(RuntimeLibraryError):
     code = "limit_exceeded"
 
 
+class NotSupported(RuntimeLibraryError):
+    """The model does not offer what the request asks for (an explanation of a model without one)."""
+
+    code = "not_supported"
+
+
 class ArtifactError(RuntimeLibraryError):
     """A model artifact is missing, tampered with or truncated: it is never served."""
 

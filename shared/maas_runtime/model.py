@@ -1,4 +1,4 @@
-"""A verified, loaded model: the one object handlers and the serving program call."""
+"""A verified, loaded model: the one object handlers and the SageMaker proxy call."""
 
 from __future__ import annotations
 
@@ -8,20 +8,24 @@ import threading
 import time
 from pathlib import Path
 
+from . import explain
 from .artifact import read_card, verify_artifact
 from .engine import Engine, OnnxEngine
 from .errors import InvalidInput, LimitExceeded
+from .signing import TrustedKeys
 from .tasks import Prediction, task_for
 
 
 class Model:
     """``engine``: None runs the artifact's graph here (ONNX Runtime); a given engine runs it
-    elsewhere, and then the graph file is neither opened nor verified (nor needed) here."""
+    elsewhere, and then the graph file is neither opened nor verified (nor needed) here. With
+    ``trusted_keys``, the card must carry a signature by one of them (card.sig), checked before the
+    card is read."""
 
-    def __init__(self, folder: str | os.PathLike, engine: Engine | None = None):
+    def __init__(self, folder: str | os.PathLike, engine: Engine | None = None, trusted_keys: TrustedKeys | None = None):
         started = time.perf_counter()
         self.folder = Path(folder)
-        card = read_card(self.folder)
+        card = read_card(self.folder, trusted_keys)
         local = engine is None
         self.card = verify_artifact(self.folder, card, [n for n in card.files if local or n != card.model_file])
         task = task_for(self.card.task)
@@ -57,18 +61,27 @@ class Model:
         prepared = self.task.prepare(inputs, parameters)
         return self.task.finish(prepared, self.engine.run(prepared.feeds))
 
+    def explain(self, inputs, parameters=None) -> Prediction:
+        """Per-input attributions of the model's answer (Kernel SHAP, within the card's explain limits)."""
+        if parameters is None:
+            parameters = {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput("parameters must be an object")
+        outputs, usage = explain.explain(self.task, self.card.explain, inputs, parameters)
+        return Prediction(outputs=outputs, usage=usage)
 
-_models: dict[str, Model] = {}
+
+_models: dict[tuple, Model] = {}
 _lock = threading.Lock()
 
 
-def load_model(folder: str | os.PathLike) -> Model:
-    """The model in ``folder``, verified and loaded once per process, then reused."""
-    key = os.path.realpath(folder)
+def load_model(folder: str | os.PathLike, trusted_keys: TrustedKeys | None = None) -> Model:
+    """The model in ``folder``, verified and loaded once per process (per set of trusted keys), then reused."""
+    key = (os.path.realpath(folder), trusted_keys.ids if trusted_keys is not None else None)
     with _lock:
         model = _models.get(key)
         if model is None:
-            model = Model(key)
+            model = Model(key[0], trusted_keys=trusted_keys)
             _models[key] = model
         return model
 
@@ -80,7 +93,9 @@ def forget_models(folder: str | os.PathLike | None = None) -> None:
         if folder is None:
             _models.clear()
         else:
-            _models.pop(os.path.realpath(folder), None)
+            path = os.path.realpath(folder)
+            for key in [k for k in _models if k[0] == path]:
+                del _models[key]
     session = sys.modules.get(f"{__package__}.session")  # never imported: no session to drop
     if session is not None:
         session.drop_sessions(folder)

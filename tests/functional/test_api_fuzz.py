@@ -1,6 +1,6 @@
 """The whole API fuzzed from its own OpenAPI document: schemathesis (every check) against `maas serve`.
 
-Every served model (the heavy one too, through its proxy and the serving program) has its own
+Every served model (the heavy one too, through its proxy and the local Triton) has its own
 paths with its own input schema, so the generated requests reach each model's checks; the run
 is repeated with an API key, where the document declares it as a security scheme and every
 operation must refuse a request without it. Bounded (examples per operation, 2 workers) to take

@@ -97,7 +97,7 @@ def test_v1_embeddings_returns_the_same_vectors_as_invoke(server):
     for item, expected in zip(per_model["data"], invoked["outputs"]):
         raw = base64.b64decode(item["embedding"])
         assert struct.unpack(f"<{len(raw) // 4}f", raw) == pytest.approx(expected, abs=1e-7)
-    # the heavy model answers its own /v1/embeddings too, through the proxy and the serving program;
+    # the heavy model answers its own /v1/embeddings too, through the proxy and the local Triton;
     # the shared /v1/embeddings is the default function's (as in AWS) and names the way
     status, _, heavy = call(server, "POST", "/models/minilm-gpu/v1/embeddings", {"model": "minilm-gpu", "input": texts[0]})
     assert status == 200 and heavy["model"] == "minilm-gpu" and len(heavy["data"][0]["embedding"]) == 384

@@ -32,7 +32,7 @@ MIX = [
     ("POST", "/models/digits/invoke", {"inputs": [ZERO] * 16, "parameters": {"top_k": 3}}, {}, 200),
     ("POST", "/models/digits/invoke", {"inputs": [[[10**400] * 8] * 8]}, {}, 422),
     ("POST", "/models/digits/invoke", {"inputs": [[1, 2, 3]]}, {}, 422),
-    ("POST", "/models/minilm-gpu/invoke", {"inputs": ["through the proxy and the serving program"] * 4}, {}, 200),
+    ("POST", "/models/minilm-gpu/invoke", {"inputs": ["through the proxy and the local Triton"] * 4}, {}, 200),
     ("POST", "/v1/embeddings", {"model": "minilm", "input": ["openai style", "two inputs"]}, {}, 200),
     ("POST", "/v1/embeddings", {"model": "gpt-4", "input": "x"}, {}, 404),
     ("POST", "/models/minilm/invoke", b'{"inputs": [', {}, 400),

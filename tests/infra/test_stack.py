@@ -8,6 +8,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from maas.template_api import load_assembly
+from maas_api.routes import EXPLAIN_TASKS
 
 ALLOWED_STAR_ACTIONS = {
     # AWS accepts no resource ARN for these (see the reasons in infra/).
@@ -141,6 +142,8 @@ def test_every_route_reaches_the_right_function(synth, manifest):
         expected[("POST", f"/models/{spec.name}/invoke")] = spec.name
         if spec.task == "embedding":
             expected[("POST", f"/models/{spec.name}/v1/embeddings")] = spec.name
+        if spec.task in EXPLAIN_TASKS:
+            expected[("POST", f"/models/{spec.name}/explain")] = spec.name
     assert routes == expected
     # Integrations call the `live` alias (so CodeDeploy's traffic shifting applies), never $LATEST.
     aliases = set(synth.of_type("AWS::Lambda::Alias"))

@@ -35,11 +35,11 @@ def test_allowed_methods_and_find_come_from_the_table():
 def test_task_limited_routes_exist_for_those_tasks_only():
     embedding = {s.operation for s in routes.model_routes("embedding")}
     image = {s.operation for s in routes.model_routes("image-classification")}
-    assert embedding == {"get_model", "invoke", "model_embeddings"}
-    assert image == {"get_model", "invoke"}
+    assert embedding == {"get_model", "invoke", "model_embeddings", "explain"}
+    assert image == {"get_model", "invoke", "explain"}
     assert routes.deployed([("digits", "image-classification")]) == {
         ("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/models"), ("POST", "/v1/embeddings"),
-        ("GET", "/models/digits"), ("POST", "/models/digits/invoke"),
+        ("GET", "/models/digits"), ("POST", "/models/digits/invoke"), ("POST", "/models/digits/explain"),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,10 +44,24 @@ class BuildTask:
     """The transformers Auto class a Hugging Face source is loaded with; None if not exportable."""
     output_name: ClassVar[str] = "output"
     output_axes: ClassVar[dict[int, str]] = {0: "batch"}
+    explain: ClassVar[type[BaseModel] | None] = None
+    """The manifest's `explain` table for this task (maas.builder.explain); None: no explanations."""
 
     def parity_settings(self, parity: BaseModel, where: str) -> BaseModel:
         """Checks across the parity table's keys; raises ManifestError naming `where`."""
         return parity
+
+    def explain_settings(self, settings: BaseModel, where: str) -> BaseModel:
+        """Checks across the explain table's keys; raises ManifestError naming `where`."""
+        from ..explain import check_settings
+
+        return check_settings(settings, where)
+
+    def explain_card(self, spec, exported, work: Path) -> tuple[Any, dict[str, Path]]:
+        """The card's `explain` section (maas_runtime.card.ExplainSpec, or None) and the files it
+        needs shipped in the artifact (name -> path), computed once per build. ValueError when the
+        source cannot provide what explanations need."""
+        return None, {}
 
     def card_outputs(self, spec, *, config=None, reference: np.ndarray | None = None, labels=None):
         """The card's OutputSpec, from a Hugging Face config or the fp32 reference's outputs."""

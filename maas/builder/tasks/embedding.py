@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...manifest import ManifestError, Number, Table
+from ..explain import WordExplain, word_card
 from .base import BuildTask, ParityResult, batched_predict, register
 
 
@@ -25,6 +26,11 @@ class Embedding(BuildTask):
     hf_auto_class = "AutoModel"
     output_name = "last_hidden_state"
     output_axes = {0: "batch", 1: "sequence"}
+    explain = WordExplain
+
+    def explain_card(self, spec, exported, work):
+        """The cosine to another text (the request's compare_to), attributed to the input's words."""
+        return (word_card(spec.explain, output="cosine"), {}) if spec.explain.enabled else (None, {})
 
     def parity_settings(self, parity, where):
         if parity.min_cosine is None and parity.mean_cosine is None:

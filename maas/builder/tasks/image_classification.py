@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..explain import PixelExplain, background_card
 from .base import register
 from .classification import Classifier
 
@@ -10,4 +11,10 @@ from .classification import Classifier
 class ImageClassification(Classifier):
     name = "image-classification"
     inputs = "image"
+    explain = PixelExplain
 
+    def explain_card(self, spec, exported, work):
+        """Pixels are the players; absent pixels take k-means centres of the training images."""
+        if not spec.explain.enabled:
+            return None, {}
+        return background_card(spec.explain, exported.train_inputs, work, output="logit")

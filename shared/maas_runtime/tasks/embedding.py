@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from .base import Prediction, Prepared, TextTask, bool_param, register
+import numpy as np
+
+from ..errors import InvalidInput
+from ..explain import Game
+from .base import Prediction, Prepared, TextTask, bool_param, check_texts, register
 from .processing import embedding_json_values, l2_normalize, mean_pool
 
 
@@ -10,6 +14,8 @@ from .processing import embedding_json_values, l2_normalize, mean_pool
 class EmbeddingTask(TextTask):
     name = "embedding"
     parameters = ("normalize", "truncate")
+    explain_parameters = ("compare_to", "truncate")
+    explain_required = ("compare_to",)
 
     def prepare(self, inputs, parameters) -> Prepared:
         self.check_parameters(parameters)
@@ -36,3 +42,27 @@ class EmbeddingTask(TextTask):
         if prepared.options["normalize"]:
             vectors = l2_normalize(vectors)
         return Prediction(outputs=embedding_json_values(vectors), usage=prepared.usage)
+
+    def explain_game(self, item, parameters, where):
+        """Why is the input similar to `parameters.compare_to`? The cosine of the two embeddings,
+        attributed to the input's words (an absent word is masked out of attention and so also
+        out of the mean pooling); the other text is embedded once, whole."""
+        other = parameters.get("compare_to")
+        if not isinstance(other, str) or not other:
+            raise InvalidInput(
+                "parameters.compare_to must be a non-empty string: an embedding model's explanation "
+                "attributes cos(embed(input), embed(compare_to)) to the input's words"
+            )
+        check_texts([other], ["parameters.compare_to"])
+        words = self.words(item, parameters, where)
+        prepared = self.encode([other], parameters)
+        anchor = l2_normalize(mean_pool(self.engine.run(prepared.feeds)[0], prepared.feeds["attention_mask"]))[0]
+
+        def cosine(z):
+            pooled = [mean_pool(out, feeds["attention_mask"]) for feeds, out in self.run_words(words, z)]
+            return l2_normalize(np.concatenate(pooled)).astype(np.float64) @ anchor.astype(np.float64)
+
+        players = len(words.tokens)
+        return Game(x=np.ones(players), background=np.zeros((1, players)), f=cosine, attributions=words.attributions,
+                    output="cosine", usage={"input_tokens": words.length + int(prepared.usage["input_tokens"])},
+                    row_tokens=words.length)

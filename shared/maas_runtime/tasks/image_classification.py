@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ..errors import InvalidInput
+from ..explain import load_background
 from .base import LabelledTask, Prediction, Prepared, register
 from .processing import softmax
 
@@ -23,11 +24,15 @@ class ImageClassificationTask(LabelledTask):
         self.scale = spec.scale
         self.input_name = engine.input_names[0]
         self.graph_shape = [d if isinstance(d, int) else -1 for d in engine.input_shapes[self.input_name]]
+        explain = card.explain
+        self.background = load_background(folder, explain, math.prod(self.shape)) if explain and explain.background else None
 
-    def pixels(self, inputs: list) -> np.ndarray:
+    def pixels(self, inputs: list, names: list[str] | None = None) -> np.ndarray:
         """The batch as float32 (batch, *shape), every value checked in Python first: a number
-        that numpy cannot hold (a 400-digit integer) is refused here, not overflowed there."""
-        rows = [_pixels(image, self.shape, self.low, self.high, f"inputs[{i}]") for i, image in enumerate(inputs)]
+        that numpy cannot hold (a 400-digit integer) is refused here, not overflowed there.
+        `names` name the images in messages (default: inputs[i])."""
+        names = names or [f"inputs[{i}]" for i in range(len(inputs))]
+        rows = [_pixels(image, self.shape, self.low, self.high, name) for name, image in zip(names, inputs)]
         return np.asarray(rows, dtype=np.float32)
 
     def feeds(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -44,10 +49,30 @@ class ImageClassificationTask(LabelledTask):
     def finish(self, prepared, outputs) -> Prediction:
         return Prediction(outputs=self.ranked(softmax(outputs[0]), prepared.options["top_k"]), usage=prepared.usage)
 
+    def explain_game(self, item, parameters, where):
+        """Players are the pixels, in request units (0-16 for digits): an absent pixel takes each
+        background row's value, and every row goes through `feeds` (the same scaling as predict)."""
+        if self.background is None:
+            return super().explain_game(item, parameters, where)
+        x = self.pixels([item], [where])[0]
+
+        def logits(rows):
+            return self.engine.run(self.feeds(np.asarray(rows, dtype=np.float32)))[0]
+
+        return self.class_game(x, self.background.x, self.background.weights, logits, parameters,
+                               lambda phi: phi.reshape(self.shape).tolist())
+
     @classmethod
     def example_inputs(cls, card) -> list:
         *rows, width = card.inputs.shape
         return [[[card.inputs.min] * width] * math.prod(rows)]
+
+    @classmethod
+    def attributions_schema(cls, card) -> dict:
+        nested: dict = {"type": "number"}
+        for size in reversed(card.inputs.shape):
+            nested = {"type": "array", "items": nested, "minItems": size, "maxItems": size}
+        return {**nested, "description": f"One per pixel, shaped as the image ({'x'.join(map(str, card.inputs.shape))})"}
 
     @classmethod
     def input_schema(cls, card) -> dict:
