@@ -40,7 +40,7 @@ from maas_api.constants import (
     SCALED_TO_ZERO_RETRY_AFTER_S,
 )
 from maas_api.errors import ApiError, BadGateway, GatewayTimeout, Throttled, Unavailable, from_runtime
-from maas_runtime import Model, RuntimeLibraryError
+from maas_runtime import Model, RuntimeLibraryError, read_card
 from maas_runtime.kserve import ProtocolError, RemoteEngine, header_length_of, read_metadata, sagemaker_content_type
 
 HERE = Path(__file__).resolve().parent
@@ -191,7 +191,9 @@ class RemoteModelBackend:
                 folder = self.config.model_dir
                 try:
                     transport = SageMakerTransport(lambda: self.client, self.config.endpoint_name, self.config.inference_component)
-                    model = Model(folder, engine=RemoteEngine(read_metadata(folder), transport))
+                    # Triton's max_batch_size is the card's serving.max_batch (maas.triton.config)
+                    max_batch = read_card(folder).serving.max_batch
+                    model = Model(folder, engine=RemoteEngine(read_metadata(folder), transport, max_batch=max_batch))
                 except RuntimeLibraryError as exc:
                     self._error = exc.code
                     raise from_runtime(exc) from exc

@@ -306,7 +306,10 @@ def read_metadata(folder) -> dict:
 class RemoteEngine:
     """The graph described by KServe v2 model metadata, run by the server behind ``transport``."""
 
-    def __init__(self, metadata: dict, transport: Transport, *, binary: bool = True):
+    def __init__(self, metadata: dict, transport: Transport, *, binary: bool = True, max_batch: int | None = None):
+        """``max_batch``: the most rows the server takes in one request (Triton's max_batch_size);
+        a larger run (an explanation's coalitions) is sent as several requests, in order."""
+        self.max_batch = max_batch
         try:
             self.model_name = str(metadata["name"])
             inputs, outputs = metadata["inputs"], metadata["outputs"]
@@ -324,6 +327,16 @@ class RemoteEngine:
         if missing:
             raise ArtifactError(f"the served graph takes {', '.join(missing)}, which this model's task does not produce")
         inputs = {name: feeds[name] for name in self.input_names}
+        rows = len(next(iter(inputs.values())))
+        if self.max_batch is None or rows <= self.max_batch:
+            return self._run(inputs)
+        parts = [
+            self._run({name: array[start : start + self.max_batch] for name, array in inputs.items()})
+            for start in range(0, rows, self.max_batch)
+        ]
+        return [np.concatenate(outputs) for outputs in zip(*parts)]
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         limit = self.transport.max_payload_bytes
         batch = len(next(iter(inputs.values())))
         if limit is not None:

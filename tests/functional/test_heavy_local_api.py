@@ -69,6 +69,25 @@ def test_minilm_gpu_answers_the_fp32_exports_vectors(api):
     assert cosines.min() >= 0.9999
 
 
+def test_minilm_gpu_explains_as_the_fp32_export_does(api):
+    """The proxy explains over the remote graph: 64 coalitions a run, sent to Triton in batches it
+    takes (max_batch_size 32), its pooled answers used as the runtime's own pooling would be."""
+    requests = pytest.importorskip("requests")
+    server, kind = api
+    parameters = {"compare_to": "A fast fox leaps over a sleepy dog."}
+    text = "The quick brown fox jumps over the lazy dog."
+    reference = load_model(ARTIFACT).explain([text], parameters).outputs[0]
+    with requests.Session() as session:
+        answer = session.post(f"{server.url}/models/{NAME}/explain", json={"inputs": [text], "parameters": parameters}, timeout=300)
+    assert answer.status_code == 200, answer.text
+    served = answer.json()["outputs"][0]
+    got = np.array([w["attribution"] for w in served["attributions"]])
+    want = np.array([w["attribution"] for w in reference["attributions"]])
+    print(f"{kind}: largest attribution difference {np.abs(got - want).max():.2e} over {len(want)} words")
+    assert [w["word"] for w in served["attributions"]] == [w["word"] for w in reference["attributions"]]
+    assert np.allclose(got, want, atol=1e-4) and abs(served["value"] - reference["value"]) < 1e-4
+
+
 def test_8_concurrent_clients_x_50_requests_0_errors(api):
     requests = pytest.importorskip("requests")
     server, kind = api

@@ -172,3 +172,29 @@ def test_metadata_that_is_not_kserve_is_an_artifact_error():
 
     with pytest.raises(ArtifactError, match="not KServe v2 model metadata"):
         RemoteEngine({"name": "m", "inputs": []}, _MustNotBeCalled(None))
+
+
+class _SumServer:
+    """A server that takes at most `max_batch` rows and answers each row's sum, through the real codec."""
+
+    max_payload_bytes = None
+
+    def __init__(self, max_batch: int):
+        self.max_batch, self.batches = max_batch, []
+
+    def infer(self, body, header_length):
+        _, arrays = decode_request(body, header_length)
+        ids = arrays["input_ids"]
+        if len(ids) > self.max_batch:
+            raise AssertionError(f"{len(ids)} rows sent to a server that takes {self.max_batch}")
+        self.batches.append(len(ids))
+        return encode_response("m", {"v": ids.sum(axis=1, keepdims=True).astype(np.float32)}, {"v": True})
+
+
+def test_a_run_larger_than_the_servers_batch_is_sent_in_order_in_parts():
+    server = _SumServer(max_batch=32)
+    engine = RemoteEngine({**METADATA, "outputs": [{"name": "v", "datatype": "FP32", "shape": [-1, 1]}]}, server, max_batch=32)
+    ids = RNG.integers(0, 1000, size=(70, 5), dtype=np.int64)
+    (out,) = engine.run({"input_ids": ids})
+    assert server.batches == [32, 32, 6]
+    assert np.array_equal(out[:, 0], ids.sum(axis=1).astype(np.float32))

@@ -30,15 +30,19 @@ class EmbeddingTask(TextTask):
         return {"type": "array", "items": {"type": "number"}, "minItems": dimensions, "maxItems": dimensions,
                 "description": f"The embedding: {dimensions} floats"}
 
-    def finish(self, prepared, outputs) -> Prediction:
+    @staticmethod
+    def pooled(vectors: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Token vectors (batch, tokens, hidden) are mean-pooled here; a graph that pools itself
-        (the GPU server's copy, whose answer must fit SageMaker's 6 MB) gives (batch, hidden).
-        L2 normalization stays here either way: `normalize` is a request parameter."""
-        vectors = outputs[0]
+        (the GPU server's copy, whose answer must fit SageMaker's 6 MB) gives (batch, hidden)."""
         if vectors.ndim == 3:
-            vectors = mean_pool(vectors, prepared.feeds["attention_mask"])
-        elif vectors.ndim != 2:
+            return mean_pool(vectors, attention_mask)
+        if vectors.ndim != 2:
             raise ValueError(f"an embedding graph answers (batch, tokens, hidden) or (batch, hidden), got {vectors.shape}")
+        return vectors
+
+    def finish(self, prepared, outputs) -> Prediction:
+        """L2 normalization stays here whoever pools: `normalize` is a request parameter."""
+        vectors = self.pooled(outputs[0], prepared.feeds["attention_mask"])
         if prepared.options["normalize"]:
             vectors = l2_normalize(vectors)
         return Prediction(outputs=embedding_json_values(vectors), usage=prepared.usage)
@@ -56,10 +60,10 @@ class EmbeddingTask(TextTask):
         check_texts([other], ["parameters.compare_to"])
         words = self.words(item, parameters, where)
         prepared = self.encode([other], parameters)
-        anchor = l2_normalize(mean_pool(self.engine.run(prepared.feeds)[0], prepared.feeds["attention_mask"]))[0]
+        anchor = l2_normalize(self.pooled(self.engine.run(prepared.feeds)[0], prepared.feeds["attention_mask"]))[0]
 
         def cosine(z):
-            pooled = [mean_pool(out, feeds["attention_mask"]) for feeds, out in self.run_words(words, z)]
+            pooled = [self.pooled(out, feeds["attention_mask"]) for feeds, out in self.run_words(words, z)]
             return l2_normalize(np.concatenate(pooled)).astype(np.float64) @ anchor.astype(np.float64)
 
         players = len(words.tokens)
