@@ -132,6 +132,14 @@ def _plain(model, mode: str) -> dict:
     return _inline_defs(schema, schema.pop("$defs", {}))
 
 
+def _answer(model, card) -> tuple[dict, dict]:
+    """A per-model answer's schema (model and version are constants) and its properties to fill in."""
+    schema = _plain(model, "serialization")
+    schema["properties"].update(model={"const": card.name}, version={"const": card.version})
+    schema["title"] = f"{model.__name__}[{card.name}]"
+    return schema, schema["properties"]
+
+
 def _batch(entry, items: dict) -> dict:
     return {"type": "array", "items": items, "minItems": 1, "maxItems": entry.card.serving.max_batch}
 
@@ -148,12 +156,8 @@ def _invoke_request(entry) -> dict:
 
 def _invoke_response(entry) -> dict:
     task, card = entry.task_class, entry.card
-    schema = _plain(InvokeResponse, "serialization")
-    props = schema["properties"]
-    props["model"] = {"const": card.name}
-    props["version"] = {"const": card.version}
+    schema, props = _answer(InvokeResponse, card)
     props["outputs"] = {**_batch(entry, task.output_schema(card)), "description": "One output per input, in order"}
-    schema["title"] = f"InvokeResponse[{card.name}]"
     return schema
 
 
@@ -172,10 +176,7 @@ def _explain_request(entry) -> dict:
 
 def _explain_response(entry) -> dict:
     task, card = entry.task_class, entry.card
-    schema = _plain(ExplainResponse, "serialization")
-    props = schema["properties"]
-    props["model"] = {"const": card.name}
-    props["version"] = {"const": card.version}
+    schema, props = _answer(ExplainResponse, card)
     item = props["outputs"]["items"]
     item["properties"]["attributions"] = task.attributions_schema(card)
     if card.outputs.labels:
@@ -188,7 +189,6 @@ def _explain_response(entry) -> dict:
     item["additionalProperties"] = False
     props["outputs"] = {**props["outputs"], "minItems": 1, "maxItems": card.explain.max_inputs,
                         "description": "One explanation per input, in order"}
-    schema["title"] = f"ExplainResponse[{card.name}]"
     return schema
 
 
