@@ -100,7 +100,7 @@ def _preload_packaged_model() -> threading.Thread | None:
 
 _preload = _preload_packaged_model()
 
-from maas_api import ApiFunction  # noqa: E402 - after the preload starts, on purpose (see above)
+from maas_api import ApiFunction, LambdaEntry  # noqa: E402 - after the preload starts, on purpose (see above)
 from maas_api.errors import ApiError, BadGateway, GatewayTimeout, Unavailable, from_runtime  # noqa: E402
 
 
@@ -342,22 +342,8 @@ def create_function(config: Config, s3=None) -> ApiFunction:
 
 # --- the Lambda entry point ------------------------------------------------------------------
 
-_function: ApiFunction | None = None
-
-
-def lambda_handler(event, context):
-    global _function
-    if _function is None:
-        _function = create_function(Config.from_env())
-    return _function.invoke(event, context)
-
+# In Lambda's init phase: fetch, verify and load the model before the first request.
+lambda_handler = LambdaEntry(lambda: create_function(Config.from_env()), prepare=lambda backend: backend.model())
 
 if os.environ.get(ENV_MODEL_NAME):
-    # Lambda's init phase runs at full CPU and before the first request's clock starts:
-    # fetch, verify and load the model now. A failure here is answered per request (503/502)
-    # and retried on the next one, rather than crashing the init.
-    _function = create_function(Config.from_env())
-    try:
-        _function.backend.model()
-    except ApiError:
-        pass
+    lambda_handler.init_phase()

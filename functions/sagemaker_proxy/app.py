@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from maas_api import ApiFunction
+from maas_api import ApiFunction, LambdaEntry
 from maas_api.constants import (
     DEFAULT_CATALOG_FILE,
     ENV_CATALOG_PATH,
@@ -249,22 +249,13 @@ def create_function(config: Config, client=None) -> ApiFunction:
     return ApiFunction(RemoteModelBackend(config, client=client), config.catalog_path)
 
 
-_function: ApiFunction | None = None
+def _prepare(backend: RemoteModelBackend) -> None:
+    """Load the card and tokenizer, and create the client (credentials, endpoint resolution)."""
+    backend.model()
+    backend.client  # noqa: B018
 
 
-def lambda_handler(event, context):
-    global _function
-    if _function is None:
-        _function = create_function(Config.from_env())
-    return _function.invoke(event, context)
-
+lambda_handler = LambdaEntry(lambda: create_function(Config.from_env()), prepare=_prepare)
 
 if os.environ.get(ENV_MODEL_NAME):
-    # The init phase: load the card and tokenizer, and create the client (credentials, endpoint
-    # resolution) before the first request's clock starts. A failure is answered per request.
-    _function = create_function(Config.from_env())
-    try:
-        _function.backend.model()
-        _function.backend.client  # noqa: B018
-    except ApiError:
-        pass
+    lambda_handler.init_phase()

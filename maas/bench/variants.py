@@ -135,7 +135,10 @@ def digits_baseline(root: Path, card: ModelCard) -> tuple[Path, Path]:
         dynamo=False,
     )
     # The trained model's fp32 export, described by the kit's card with its own file.
-    card.replace(model_file=MODEL_FILE, files=file_entries(folder), optimization=None, sizes=None, parity=None).write(folder)
+    # (No explain background: the baseline is only ever run, never explained.)
+    baseline = card.replace(model_file=MODEL_FILE, files=file_entries(folder), optimization=None, sizes=None,
+                            parity=None, explain=None)
+    baseline.write(folder)
     return weights, folder
 
 

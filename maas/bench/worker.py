@@ -121,7 +121,7 @@ class HandlerServer:
 
     def load(self):
         # Whatever of the model load the imports did not already cover (the init's tail).
-        self.model = self.app._function.backend.model()
+        self.model = self.app.lambda_handler.function.backend.model()
 
     def answer(self, inputs):
         response = self.app.lambda_handler(invoke_event(self.spec["model"], inputs), Context())
@@ -144,7 +144,7 @@ class HandlerServer:
         from maas.local_api import FunctionInstance, LocalApi, Route
 
         if not hasattr(self, "_api"):
-            instance = FunctionInstance(f"maas-{self.spec['model']}", self.app._function)
+            instance = FunctionInstance(f"maas-{self.spec['model']}", self.app.lambda_handler.function)
             self._api = LocalApi([Route("ANY", f"/models/{self.spec['model']}/invoke", instance)])
             from urllib.parse import urlsplit
 

@@ -15,6 +15,7 @@ _LAZY = {
     "ApiFunction": "function",
     "Backend": "function",
     "check_json_body": "function",
+    "LambdaEntry": "function",
     "ROUTES": "routes",
     "RouteSpec": "routes",
     "allowed_methods": "routes",

@@ -431,6 +431,32 @@ class ApiFunction:
         return app
 
 
+class LambdaEntry:
+    """A handler module's ``lambda_handler``: its ApiFunction, made once per process.
+
+    Lambda imports the module in its init phase, which runs at full CPU before the first
+    request's clock starts: `init_phase` makes the function there and `prepare`s its backend (loads
+    the model, creates clients). A failure then is no crash: it is answered per request (503/502)
+    and retried on the next one.
+    """
+
+    def __init__(self, create: Callable[[], "ApiFunction"], prepare: Callable[[Backend], object]):
+        self._create, self._prepare = create, prepare
+        self.function: ApiFunction | None = None
+
+    def __call__(self, event: dict, context) -> dict:
+        if self.function is None:
+            self.function = self._create()
+        return self.function.invoke(event, context)
+
+    def init_phase(self) -> None:
+        self.function = self._create()
+        try:
+            self._prepare(self.function.backend)
+        except ApiError:
+            pass
+
+
 class Operations:
     """What each route does, one method per operation name of `routes.ROUTES`.
 

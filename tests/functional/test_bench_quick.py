@@ -53,10 +53,8 @@ def test_every_batch_size_is_timed_on_every_path(bench, name):
             case = m["latency"]["cases"][f"{set_name}/b{b}"]
             for key in (f"kit@{t}t:handler", f"kit@{t}t:predict", f"kit@{t}t:session", f"onnx-fp32@{t}t:predict", f"torch@{t}t:torch"):
                 assert case[key]["n"] >= 1 and all(x > 0 for x in case[key]["samples"]), (case, key)
-    b1 = m["latency"]["cases"][f"{m['first_set']}/b1"]
-    # the handler runs the session and more: its fastest call is slower than the bare session's
-    assert min(b1[f"kit@{t}t:handler"]["samples"]) > min(b1[f"kit@{t}t:session"]["samples"])
-    # paired per-call differences, at both thread counts: the handler costs more than the session it wraps
+    # the handler runs the session and more, measured as paired per-call differences at both thread
+    # counts (three unpaired samples on a loaded machine can put one slow session call beside a fast handler call)
     paired = [e for e in m["latency"]["overhead"].values() if e["case"] == f"{m['first_set']}/b1"]
     assert sorted(e["threads"] for e in paired) == sorted({1, t})
     for e in paired:

@@ -308,7 +308,7 @@ def test_lambda_handler_reads_its_configuration_from_the_environment(handler_mod
     monkeypatch.setenv("MAAS_MODEL_NAME", "digits")
     monkeypatch.setenv("MAAS_MODEL_DIR", str(artifacts / "digits/1.0.0"))
     monkeypatch.setenv("MAAS_CATALOG_PATH", str(artifacts / "catalog.json"))
-    monkeypatch.setattr(handler_module, "_function", None)
+    monkeypatch.setattr(handler_module.lambda_handler, "function", None)
     status, body = answer(handler_module.lambda_handler(digits_event(), LambdaContext()))
     assert status == 200 and body["model"] == "digits"
 
