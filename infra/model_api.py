@@ -31,7 +31,7 @@ from constructs import Construct
 from pydantic import BaseModel
 
 from maas_api.constants import JSON, MAX_BODY_BYTES
-from maas_api.routes import RouteSpec, model_routes, shared_routes
+from maas_api.routes import RouteSpec, model_routes, shared_routes, version_routes
 
 from .nag import acknowledge
 
@@ -86,6 +86,14 @@ class ApiModel:
     name: str
     task: str
     limits: RouteLimits
+    versions: tuple[str, ...] = ()
+    """The kept versions, each with its pinned routes (/models/<name>/versions/<version>/...)."""
+    side_by_side: bool = False
+    """Each version has its own function (with the same limits) rather than the model's."""
+
+    def answers(self, version: str | None) -> str:
+        """Which function answers a route of this model (pinned to `version`, or not): the model's, or a version's."""
+        return f"{self.name}@{version}" if version is not None and self.side_by_side else self.name
 
 
 def _error_template(code: str, message: str) -> dict:
@@ -251,27 +259,31 @@ class ModelApi(Construct):
 
     # --- routes -----------------------------------------------------------------------------------
 
-    def routes(self) -> list[tuple[RouteSpec, str, ApiModel]]:
-        """Every method of the API: its route, its concrete path and the model whose function answers."""
-        found = [(spec, spec.render(name=m.name), m) for m in self.models.values() for spec in model_routes(m.task)]
-        return found + [(spec, spec.path, self.default) for spec in shared_routes()]
+    def routes(self) -> list[tuple[RouteSpec, str, ApiModel, str]]:
+        """Every method of the API: its route, its concrete path, the model and the function that answers."""
+        found = [(spec, spec.render(name=m.name), m, m.answers(None))
+                 for m in self.models.values() for spec in model_routes(m.task)]
+        found += [(spec, spec.render(name=m.name, version=v), m, m.answers(v))
+                  for m in self.models.values() for v in m.versions for spec in version_routes(m.task)]
+        return found + [(spec, spec.path, self.default, self.default.name) for spec in shared_routes()]
 
     def _method_limits(self) -> dict[str, tuple[float, int]]:
         """(rate, burst) per method: its function's limits shared equally by the methods it answers,
         never above the stage's own. A burst is at least 1 (0 would close the route), so a function
         with fewer concurrent executions than methods is warned about at synth."""
         routes = self.routes()
-        methods = Counter(model.name for _, _, model in routes)
-        for name, count in methods.items():
-            if self.models[name].limits.concurrency < count:
+        methods = Counter(function for *_, function in routes)
+        for function, count in methods.items():
+            model = self.models[function.split("@")[0]]
+            if model.limits.concurrency < count:
                 Annotations.of(self).add_warning_v2(
                     "maas:concurrencyBelowRoutes",
-                    f"{name}: {count} routes share {self.models[name].limits.concurrency} concurrent executions; each "
+                    f"{function}: {count} routes share {model.limits.concurrency} concurrent executions; each "
                     "route still lets 1 request through at a time, so Lambda may throttle (raise its concurrency)",
                 )
         limits = {}
-        for spec, path, model in routes:
-            share = methods[model.name]
+        for spec, path, model, function in routes:
+            share = methods[function]
             rate = min(self.props.rate_limit, model.limits.rate / share)
             burst = min(self.props.burst_limit, max(1, model.limits.concurrency // share))
             limits[method_key(spec, path)] = (round(rate, 3), burst)
@@ -282,6 +294,12 @@ class ModelApi(Construct):
         model = self.models[name]
         for spec in model_routes(model.task):
             self._add(spec, spec.render(name=name), target, model.limits)
+
+    def add_version_routes(self, name: str, version: str, target: lambda_.IFunction) -> None:
+        """One kept version's pinned routes (/models/<name>/versions/<version>/...), to the function serving it."""
+        model = self.models[name]
+        for spec in version_routes(model.task):
+            self._add(spec, spec.render(name=name, version=version), target, model.limits)
 
     def add_shared_routes(self, target: lambda_.IFunction) -> None:
         """The shared routes (GET /models, /health, /openapi.json, POST /v1/embeddings), to the default function."""

@@ -52,7 +52,7 @@ from maas_api.constants import (
 )
 from maas_api.errors import ApiError, envelope
 from maas_api.framing import content_length
-from maas_api.routes import INVOKE, default_model, model_routes, route, shared_routes
+from maas_api.routes import INVOKE, INVOKE_VERSION, default_model, model_routes, route, shared_routes, version_routes
 from maas_runtime import CARD_FILE
 
 from .builder.signing import trusted_keys
@@ -625,61 +625,79 @@ class LocalStack:
 
 
 def manifest_stack(manifest, build_root: Path | None = None, models: list[str] | None = None) -> LocalStack:
-    """Routes as the deployed API has them, for each model of the manifest that has been built."""
+    """Routes as the deployed API has them, for each model of the manifest that has been built: one
+    instance per model for its live version, and one per kept version of a model that keeps several
+    (its pinned routes reach it, as each has its own function in AWS)."""
     root = manifest.root
     build_root = Path(build_root) if build_root else root
     catalog = build_root / BUILD_DIR / "catalog.json"
-    functions = root / FUNCTIONS_DIR
     stack = LocalStack(routes=[], instances={})
     tasks: dict[str, str] = {}
+    pinned: dict[str, dict[str, Target]] = {}
     trusted = trusted_keys(manifest)  # signing.public_keys: what each deployed function is configured to trust
     for spec in manifest.select(models):
-        folder = artifact_dir(build_root, spec.name, spec.version)
-        if not (folder / CARD_FILE).is_file():
-            stack.skipped[spec.name] = f"not built (run `maas build {spec.name}`)"
+        kept = manifest.versions_of(spec.name)
+        missing = [v.version for v in kept if not (artifact_dir(build_root, v.name, v.version) / CARD_FILE).is_file()]
+        if missing:
+            stack.skipped[spec.name] = f"version(s) {', '.join(missing)} not built (run `maas build {spec.name}`)"
             continue
-        if spec.target == "sagemaker":
-            from .triton.endpoint import stage_local_model
-
-            repository, proxy_artifact = stage_local_model(root, spec, folder)
-            endpoint, component = f"maas-{spec.name}", (f"{spec.name}-copy" if spec.sagemaker.min_instances == 0 else None)
-            proxy = load_function_module(functions / "sagemaker_proxy")
-            function = proxy.create_function(
-                proxy.Config(
-                    model_name=spec.name,
-                    endpoint_name=endpoint,
-                    model_dir=str(proxy_artifact),
-                    inference_component=component,
-                    catalog_path=str(catalog),
-                    runtime_url=stack.start_endpoint(root, repository, spec.name, endpoint, component),
-                )
-            )
-        else:
-            handler = load_function_module(functions / "model")
-            function = handler.create_function(
-                handler.Config(model_name=spec.name, model_dir=str(folder), catalog_path=str(catalog),
-                               signing_public_keys=trusted.value() if trusted else None)
-            )
-        settings = spec.lambda_settings
-        stack.instances[spec.name] = FunctionInstance(
-            f"maas-{spec.name}", function, memory_mb=settings.memory_mb, timeout_s=settings.timeout_s
-        )
+        live = stack.instances[spec.name] = _instance(stack, root, spec, artifact_dir(build_root, spec.name, spec.version),
+                                                     catalog, trusted)
         tasks[spec.name] = spec.task
+        pinned[spec.name] = {spec.version: live}
+        if spec.side_by_side:
+            for version in kept:
+                folder = artifact_dir(build_root, version.name, version.version)
+                instance = _instance(stack, root, version, folder, catalog, trusted, suffix=f"@{version.version}")
+                stack.instances[f"{spec.name}@{version.version}"] = pinned[spec.name][version.version] = instance
     if stack.instances:
-        built = [(s.name, s.task, s.target) for s in manifest.select(models) if s.name in stack.instances]
-        stack.routes = table_routes(stack.instances, tasks, default_model(built))
+        built = [(s.name, s.task, s.target) for s in manifest.select(models) if s.name in tasks]
+        stack.routes = table_routes({n: stack.instances[n] for n in tasks}, tasks, default_model(built), pinned)
     return stack
 
 
-def table_routes(instances: dict[str, Target], tasks: dict[str, str], default: str | None = None) -> list[Route]:
+def _instance(stack: LocalStack, root: Path, spec, folder: Path, catalog: Path, trusted, suffix: str = "") -> FunctionInstance:
+    """One warm function for one built version of a model: the model handler, or the SageMaker proxy
+    in front of a local endpoint for a heavy model."""
+    functions = root / FUNCTIONS_DIR
+    if spec.target == "sagemaker":
+        from .triton.endpoint import stage_local_model
+
+        repository, proxy_artifact = stage_local_model(root, spec, folder)
+        endpoint, component = f"maas-{spec.name}", (f"{spec.name}-copy" if spec.sagemaker.min_instances == 0 else None)
+        proxy = load_function_module(functions / "sagemaker_proxy")
+        function = proxy.create_function(
+            proxy.Config(
+                model_name=spec.name,
+                endpoint_name=endpoint,
+                model_dir=str(proxy_artifact),
+                inference_component=component,
+                catalog_path=str(catalog),
+                runtime_url=stack.start_endpoint(root, repository, spec.name, endpoint, component),
+            )
+        )
+    else:
+        handler = load_function_module(functions / "model")
+        function = handler.create_function(
+            handler.Config(model_name=spec.name, model_dir=str(folder), catalog_path=str(catalog),
+                           signing_public_keys=trusted.value() if trusted else None)
+        )
+    settings = spec.lambda_settings
+    return FunctionInstance(f"maas-{spec.name}{suffix}", function, memory_mb=settings.memory_mb, timeout_s=settings.timeout_s)
+
+
+def table_routes(instances: dict[str, Target], tasks: dict[str, str], default: str | None = None,
+                 versions: dict[str, dict[str, Target]] | None = None) -> list[Route]:
     """The route table (maas_api.routes) for these models, each route to the function that answers it.
 
     Every method of the table is routed as API Gateway routes it: a model's routes to its own
-    function, the shared ones (POST /v1/embeddings included) to the `default` model's function
-    (routes.default_model; the first one if not given). Besides, any method on a path of the
-    table, and any other path, reaches a function too (`ANY`), so that a wrong method or an
-    unknown route gets the function's JSON 405 or 404: a model's own paths (including the routes
-    its task lacks) reach that model's function, everything else the default function.
+    function, each kept version's pinned routes to that version's function (`versions`: model ->
+    version -> function; a model without an entry has no pinned routes), the shared ones (POST
+    /v1/embeddings included) to the `default` model's function (routes.default_model; the first one
+    if not given). Besides, any method on a path of the table, and any other path, reaches a
+    function too (`ANY`), so that a wrong method or an unknown route gets the function's JSON 405
+    or 404: a model's own paths (including the routes its task lacks) reach that model's function,
+    everything else the default function.
     """
     default = instances[default] if default is not None else next(iter(instances.values()))
     routes: list[Route] = []
@@ -689,6 +707,12 @@ def table_routes(instances: dict[str, Target], tasks: dict[str, str], default: s
             if spec.serves(tasks[name]):
                 routes.append(Route(spec.method, path, instance))
             routes.append(Route("ANY", path, instance))
+        for version, pinned in (versions or {}).get(name, {}).items():
+            for spec in version_routes():
+                path = spec.render(name=name, version=version)
+                if spec.serves(tasks[name]):
+                    routes.append(Route(spec.method, path, pinned))
+                routes.append(Route("ANY", path, pinned))
     for spec in shared_routes():
         routes += [Route(spec.method, spec.path, default), Route("ANY", spec.path, default)]
     routes.append(Route("ANY", "/{proxy+}", default))
@@ -720,10 +744,13 @@ def serve(manifest, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key:
     api = LocalApi(stack.routes, api_key=api_key or os.environ.get(ENV_API_KEY))
     url = api.start(host, port)
     print(f"maas local API on {url} (stage {STAGE}{', API key required' if api.api_key else ''})", file=out)
-    invoke_route = route(INVOKE)
-    for name in stack.instances:
-        target = manifest.get(name).target
-        print(f"  {invoke_route.method} {url}{invoke_route.render(name=name)}   [{target}]", file=out)
+    invoke_route, pinned_route = route(INVOKE), route(INVOKE_VERSION)
+    for spec in manifest.models:
+        if spec.name not in stack.instances:
+            continue
+        print(f"  {invoke_route.method} {url}{invoke_route.render(name=spec.name)}   [{spec.target}, {spec.version}]", file=out)
+        for version in spec.versions if spec.side_by_side else ():
+            print(f"  {pinned_route.method} {url}{pinned_route.render(name=spec.name, version=version)}", file=out)
     for name, endpoint in stack.endpoints.items():
         why = f" ({endpoint.fallback_reason})" if endpoint.fallback_reason else ""
         print(f"  {name}'s SageMaker endpoint: the local {endpoint.kind}{why}, InvokeEndpoint at {endpoint.url}", file=out)

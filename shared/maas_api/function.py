@@ -308,6 +308,17 @@ class ApiFunction:
             raise NotFound(f"model {short(name)} is served by its own function, not this one ({self.backend.name!r})")
         raise NotFound(f"unknown model {short(name)}; known models: {', '.join(known)} (GET /models lists them)")
 
+    def own_version(self, name: str, version: str) -> None:
+        """Refuse (404) a pinned path naming a version this function does not serve: an unknown one
+        (naming the versions kept), or one served by another version's function."""
+        self.own_model(name)
+        self.catalog.version_entry(name, version)
+        self.backend.task()  # loads the model: the backend then knows its version
+        served = self.backend.status().get("version")
+        if served != version:
+            raise NotFound(f"version {short(version)} of {name!r} is served by its own function, not this one "
+                           f"({served!r}); POST /models/{name}/versions/{short(version)}/invoke reaches it through the API")
+
     def predict(self, inputs: list, parameters: dict) -> dict:
         """The backend's answer, timed, traced, logged and recorded as metrics."""
         return self._answer("predict", self.backend.predict, inputs, parameters)
@@ -463,15 +474,31 @@ class Operations:
         self.fn.own_model(name)
         return self.fn.explain(body.inputs, body.parameters)
 
+    def get_version(self, name: str, version: str) -> dict:
+        return self.fn.catalog.version_card(name, version)
+
+    def invoke_version(self, name: str, version: str, body: InvokeRequest) -> dict:
+        self.fn.own_version(name, version)
+        return self.fn.predict(body.inputs, body.parameters)
+
+    def explain_version(self, name: str, version: str, body: ExplainRequest) -> dict:
+        self.fn.own_version(name, version)
+        return self.fn.explain(body.inputs, body.parameters)
+
     def embeddings(self, body: EmbeddingsRequest) -> dict:
         return self._embeddings(body, None)
 
     def model_embeddings(self, name: str, body: EmbeddingsRequest) -> dict:
         return self._embeddings(body, name)
 
-    def _embeddings(self, body: EmbeddingsRequest, path_name: str | None) -> dict:
+    def version_embeddings(self, name: str, version: str, body: EmbeddingsRequest) -> dict:
+        return self._embeddings(body, name, version)
+
+    def _embeddings(self, body: EmbeddingsRequest, path_name: str | None, version: str | None = None) -> dict:
         own = self.fn.backend.name
-        if path_name is not None:
+        if version is not None:
+            self.fn.own_version(path_name, version)
+        elif path_name is not None:
             self.fn.own_model(path_name)
         if body.model != own:
             hint = (
