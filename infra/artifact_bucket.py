@@ -102,7 +102,11 @@ class ArtifactBucket(Construct):
         return grant
 
     def upload(self, name: str, version: str, folder: Path) -> s3deploy.BucketDeployment:
-        """Copy a built artifact folder under the model version's prefix at deploy time."""
+        """Copy a built artifact folder under the model version's prefix at deploy time (once per
+        version: the live function and that version's own function read the same objects)."""
+        existing = self.node.try_find_child(f"Upload-{name}-{version}")
+        if existing is not None:
+            return existing
         deployment = s3deploy.BucketDeployment(
             self, f"Upload-{name}-{version}",
             sources=[s3deploy.Source.asset(str(folder))],

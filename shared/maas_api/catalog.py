@@ -94,6 +94,7 @@ class Catalog:
             {
                 "name": e.name,
                 "version": e.card.version,
+                "versions": self.versions(e.name),
                 "task": e.card.task,
                 "target": e.target,
                 "description": e.description,

@@ -135,3 +135,24 @@ def test_the_openapi_document_has_each_versions_routes(server):
             assert path in doc["paths"], path
         operation = doc["paths"][f"/models/digits/versions/{version}/invoke"]["post"]
         assert operation["operationId"] == f"invoke_version_digits_{version.replace('.', '_')}"
+
+
+def test_a_version_function_refuses_another_versions_pinned_path(manifest):
+    """In AWS each version has its own function; one reached with another version's path (a
+    misrouted request) answers 404 rather than answering from the wrong model."""
+    from maas.lambda_worker import LambdaContext
+    from maas.local_api import FUNCTIONS_DIR, load_function_module
+
+    if not (BUILD / "digits" / "1.1.0" / "card.json").is_file():
+        pytest.skip("digits 1.1.0 not built")
+    handler = load_function_module(ROOT / FUNCTIONS_DIR / "model")
+    function = handler.create_function(handler.Config(model_name="digits", model_dir=str(BUILD / "digits" / "1.1.0"),
+                                                      catalog_path=str(BUILD / "catalog.json")))
+    event = {"httpMethod": "POST", "path": "/models/digits/versions/1.0.0/invoke", "resource": "/{proxy+}",
+             "headers": {"content-type": "application/json"}, "body": json.dumps({"inputs": [[[0] * 8] * 8]}),
+             "requestContext": {"requestId": "r-1", "stage": "prod"}, "isBase64Encoded": False}
+    result = function.invoke(event, LambdaContext())
+    assert result["statusCode"] == 404 and "served by its own function" in json.loads(result["body"])["error"]["message"]
+    event["path"] = "/models/digits/versions/1.1.0/invoke"
+    result = function.invoke(event, LambdaContext())
+    assert result["statusCode"] == 200 and json.loads(result["body"])["version"] == "1.1.0"
