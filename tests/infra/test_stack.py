@@ -284,10 +284,10 @@ def test_manifest_changes_need_no_code_change(variant):
     digits = functions["digits"]
     assert digits["Architectures"] == ["x86_64"]
     assert "MAAS_MODEL_S3_URI" in digits["Environment"]["Variables"]
-    # The artifact bucket: encrypted, versioned, private, TLS only, access-logged.
+    # The artifact bucket: encrypted (SSE-KMS: test_artifact_encryption.py), versioned, private, TLS only, access-logged.
     template = Template.from_json(result.template)
     template.has_resource_properties("AWS::S3::Bucket", {
-        "BucketEncryption": {"ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+        "BucketEncryption": {"ServerSideEncryptionConfiguration": [Match.object_like({"ServerSideEncryptionByDefault": Match.object_like({"SSEAlgorithm": "aws:kms"})})]},
         "VersioningConfiguration": {"Status": "Enabled"},
         "PublicAccessBlockConfiguration": {"BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
         "LoggingConfiguration": Match.any_value(),
