@@ -19,9 +19,10 @@ API Gateway reports to the client as a 500.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from aws_cdk import Annotations, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
@@ -89,11 +90,17 @@ class ApiModel:
     versions: tuple[str, ...] = ()
     """The kept versions, each with its pinned routes (/models/<name>/versions/<version>/...)."""
     side_by_side: bool = False
-    """Each version has its own function (with the same limits) rather than the model's."""
+    """Each version has its own function rather than the model's."""
+    version_limits: Mapping[str, RouteLimits] = field(default_factory=dict)
+    """Side by side: what each version's own function can take."""
 
     def answers(self, version: str | None) -> str:
         """Which function answers a route of this model (pinned to `version`, or not): the model's, or a version's."""
         return f"{self.name}@{version}" if version is not None and self.side_by_side else self.name
+
+    def limits_of(self, function: str) -> RouteLimits:
+        """The limits of one of its functions (`answers`)."""
+        return self.version_limits[function.split("@", 1)[1]] if "@" in function else self.limits
 
 
 def _error_template(code: str, message: str) -> dict:
@@ -275,18 +282,20 @@ class ModelApi(Construct):
         methods = Counter(function for *_, function in routes)
         for function, count in methods.items():
             model = self.models[function.split("@")[0]]
-            if model.limits.concurrency < count:
+            if model.limits_of(function).concurrency < count:
                 Annotations.of(self).add_warning_v2(
                     "maas:concurrencyBelowRoutes",
-                    f"{function}: {count} routes share {model.limits.concurrency} concurrent executions; each "
+                    f"{function}: {count} routes share {model.limits_of(function).concurrency} concurrent executions; each "
                     "route still lets 1 request through at a time, so Lambda may throttle (raise its concurrency)",
                 )
         limits = {}
         for spec, path, model, function in routes:
             share = methods[function]
-            rate = min(self.props.rate_limit, model.limits.rate / share)
-            burst = min(self.props.burst_limit, max(1, model.limits.concurrency // share))
-            limits[method_key(spec, path)] = (round(rate, 3), burst)
+            own = model.limits_of(function)
+            rate = min(self.props.rate_limit, own.rate / share)
+            burst = min(self.props.burst_limit, max(1, own.concurrency // share))
+            # rounded down: the methods of one function together never exceed its rate
+            limits[method_key(spec, path)] = (max(0.001, math.floor(rate * 1000) / 1000), burst)
         return limits
 
     def add_model_routes(self, name: str, target: lambda_.IFunction) -> None:
@@ -299,7 +308,7 @@ class ModelApi(Construct):
         """One kept version's pinned routes (/models/<name>/versions/<version>/...), to the function serving it."""
         model = self.models[name]
         for spec in version_routes(model.task):
-            self._add(spec, spec.render(name=name, version=version), target, model.limits)
+            self._add(spec, spec.render(name=name, version=version), target, model.limits_of(model.answers(version)))
 
     def add_shared_routes(self, target: lambda_.IFunction) -> None:
         """The shared routes (GET /models, /health, /openapi.json, POST /v1/embeddings), to the default function."""

@@ -78,24 +78,35 @@ def default_model(specs) -> str:
     return (embedding or light or list(specs))[0].name
 
 
-def route_limits(specs, api: ModelApiProps) -> dict[str, RouteLimits]:
-    """What each model's function can take.
+def served_functions(manifest) -> list[tuple[str, object]]:
+    """(key, spec) of every model function the stack makes: each model's live function (key: its
+    name), and each kept version's own function of a model keeping several (key: name@version)."""
+    found = []
+    for spec in manifest.models:
+        found.append((spec.name, spec))
+        if spec.side_by_side:
+            found += [(f"{spec.name}@{v.version}", v) for v in manifest.versions_of(spec.name)]
+    return found
+
+
+def route_limits(functions, api: ModelApiProps) -> dict[str, RouteLimits]:
+    """What each model function (`served_functions`) can take.
 
     Concurrency: the function's reserved concurrency, else an equal share of what the account's
     quota leaves unreserved. Rate: that concurrency over the mean invocation time (Little's law)
     and, for a heavy model, no more than its endpoint answers at full scale.
     """
-    reserved = {s.name: s.lambda_settings.reserved_concurrency for s in specs if s.lambda_settings.reserved_concurrency}
-    sharing = [s for s in specs if s.name not in reserved]
+    reserved = {k: s.lambda_settings.reserved_concurrency for k, s in functions if s.lambda_settings.reserved_concurrency}
+    sharing = [k for k, _ in functions if k not in reserved]
     share = max(1, (api.lambda_concurrency - sum(reserved.values())) // max(1, len(sharing)))
     limits = {}
-    for spec in specs:
-        concurrency = reserved.get(spec.name, share)
+    for key, spec in functions:
+        concurrency = reserved.get(key, share)
         rate = concurrency / api.mean_invocation_s
         if spec.target == "sagemaker" and spec.sagemaker is not None:
             endpoint = spec.sagemaker.max_instances * spec.sagemaker.target_invocations_per_instance
             rate = min(rate, endpoint / SAGEMAKER_METRIC_PERIOD_S)
-        limits[spec.name] = RouteLimits(max_batch=spec.serving.max_batch, concurrency=concurrency, rate=rate)
+        limits[key] = RouteLimits(max_batch=spec.serving.max_batch, concurrency=concurrency, rate=rate)
     return limits
 
 
@@ -132,10 +143,12 @@ class MaasStack(Stack):
         self.layers = RuntimeLayers(self, "Layers", RuntimeLayersProps(
             shared_root=root / "shared", cache_dir=inputs.layer_cache_dir,
         ))
-        limits = route_limits(manifest.models, inputs.api)
+        limits = route_limits(served_functions(manifest), inputs.api)
         self.model_api = ModelApi(
             self, "ModelApi", inputs.api,
-            models=[ApiModel(s.name, s.task, limits[s.name], s.versions, s.side_by_side) for s in manifest.models],
+            models=[ApiModel(s.name, s.task, limits[s.name], s.versions, s.side_by_side,
+                             {v: limits[f"{s.name}@{v}"] for v in s.versions if s.side_by_side})
+                    for s in manifest.models],
             default=default_model(manifest.models),
         )
         self.alarm_topic = AlarmTopic(self, "Alarms", inputs.alarms)
