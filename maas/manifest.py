@@ -269,6 +269,27 @@ class Signing(Table):
         return [p if (p := Path(k)).is_absolute() else root / p for k in self.public_keys]
 
 
+QUOTA_PERIODS = ("day", "month")
+
+
+class Tenant(Table):
+    """One customer of the API (a top-level [tenants.<name>] table): its own API key, usage plan and models."""
+
+    name: str
+    models: tuple[Text(), ...]
+    """The models it may call (each at every kept version); ["*"]: every model."""
+    rate: Number(0.001, 10000.0) = 10.0
+    """Requests per second, on average (API Gateway's usage plan throttle; a token bucket locally)."""
+    burst: Integer(1, 5000) = 20
+    """Requests at once above the rate."""
+    quota: Integer(1, 1_000_000_000) | None = None
+    """Requests per quota_period; none: unlimited."""
+    quota_period: OneOf(*QUOTA_PERIODS) = "day"
+
+    def may_call(self, model: str) -> bool:
+        return "*" in self.models or model in self.models
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
@@ -278,6 +299,8 @@ class Manifest(BaseModel):
     kept: tuple[ModelSpec, ...] = ()
     """Every kept version of every model (the live ones included), in manifest order."""
     signing: Signing = Signing()
+    tenants: tuple[Tenant, ...] = ()
+    """Customers with their own keys and quotas; none: one API key for every caller."""
 
     @property
     def root(self) -> Path:
@@ -474,7 +497,7 @@ def parse_manifest(text: str, path: Path) -> Manifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path.name}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"models", "signing"})
+    unknown = sorted(set(data) - {"models", "signing", "tenants"})
     if unknown:
         raise ManifestError(f"{path.name}: unknown key(s) {', '.join(map(repr, unknown))}")
     signing = _validate(Signing, data.get("signing", {}), "signing")
@@ -493,8 +516,29 @@ def parse_manifest(text: str, path: Path) -> Manifest:
     if not models:
         raise ManifestError(f"{path.name}: [models] is empty")
     kept = [_model(name, body) for name, body in models.items()]
+    tenants = _tenants(data.get("tenants", {}), set(models))
     return Manifest(path=path.resolve(), models=tuple(specs[0] for specs in kept),
-                    kept=tuple(spec for specs in kept for spec in specs), signing=signing)
+                    kept=tuple(spec for specs in kept for spec in specs), signing=signing, tenants=tenants)
+
+
+def _tenants(data: Any, models: set[str]) -> tuple[Tenant, ...]:
+    if not isinstance(data, dict):
+        raise ManifestError(f"tenants: must be a table of tenants, got {_show(data)}")
+    tenants = []
+    for name, body in data.items():
+        where = f"tenants.{name}"
+        if not _NAME.match(name):
+            raise ManifestError(f"{where}: tenant names must match {_NAME.pattern} (they name API keys and metrics)")
+        if not isinstance(body, dict):
+            raise ManifestError(f"{where}: must be a table, got {_show(body)}")
+        tenant = _validate(Tenant, {**body, "name": name}, where)
+        if not tenant.models:
+            raise ManifestError(f"{where}.models: must name at least one model (or \"*\" for all)")
+        unknown = [m for m in tenant.models if m != "*" and m not in models]
+        if unknown:
+            raise ManifestError(f"{where}.models: unknown model {unknown[0]!r} (the manifest has: {', '.join(sorted(models))})")
+        tenants.append(tenant)
+    return tuple(tenants)
 
 
 def load_manifest(path: str | Path = "models.toml") -> Manifest:

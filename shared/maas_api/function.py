@@ -39,6 +39,7 @@ from . import __version__
 from .catalog import Catalog
 from .constants import HEALTH_CACHE_S, JSON, MAX_BODY_BYTES, MAX_JSON_DEPTH, METRICS_NAMESPACE, REQUEST_ID_HEADER
 from .constants import METRIC_DIMENSION_MODEL, METRIC_DIMENSION_SERVICE, METRIC_DIMENSION_VERSION, METRIC_SERVER_ERRORS
+from .constants import METRIC_DIMENSION_TENANT
 from .errors import (
     ApiError,
     BadRequest,
@@ -52,6 +53,7 @@ from .errors import (
     short,
 )
 from .routes import EMBEDDING_TASK, ROUTES, RouteSpec, allowed_methods, find
+from .tenants import TenantPolicy
 from .schemas import EmbeddingsRequest, ExplainRequest, Health, InvokeRequest, ModelList
 
 # Health, catalog and error answers record no metric by design; Powertools warns about each one.
@@ -184,9 +186,10 @@ def _float32_base64(vector: list[float]) -> str:
 class ApiFunction:
     """The handler for one model, with its own resolver, logger, tracer and metrics."""
 
-    def __init__(self, backend: Backend, catalog_path: str | None):
+    def __init__(self, backend: Backend, catalog_path: str | None, tenants: TenantPolicy | None = None):
         self.backend = backend
         self.catalog_path = catalog_path
+        self.tenants = tenants if tenants is not None else TenantPolicy.from_env()
         self._catalog: Catalog | None = None
         self._openapi: dict[bool, str] = {}
         self._health: tuple[float, Health | ApiError] | None = None
@@ -217,6 +220,9 @@ class ApiFunction:
 
     def _resolve(self, event: dict, context) -> dict:
         request_id = request_id_of(event, context)
+        tenant = self.tenants.tenant(event)
+        if tenant is not None:
+            self.logger.append_keys(tenant=tenant)
         method = str(event.get("httpMethod") or "").upper()
         path = str(event.get("path") or "/")
         try:
@@ -329,6 +335,8 @@ class ApiFunction:
         return self._answer("explain", self.backend.explain, inputs, parameters)
 
     def _answer(self, operation: str, call: Callable[[list, dict], dict], inputs: list, parameters: dict) -> dict:
+        event = self.app.current_event.raw_event
+        self.tenants.check(event, self.backend.name)
         started = time.perf_counter()
         span = nullcontext() if self.tracer is None else self.tracer.provider.in_subsegment(f"## {operation}")
         with span:
@@ -337,11 +345,25 @@ class ApiFunction:
         usage = result.get("usage") or {}
         if self._record_metrics:
             self._add_metrics(latency_ms, len(inputs), usage, "latency" if operation == "predict" else f"{operation}_latency")
+            tenant = self.tenants.tenant(event)
+            if tenant is not None:
+                self._count_tenant_usage(tenant, len(inputs), usage)
         self.logger.info(
             "invoked" if operation == "predict" else operation,
             extra={"batch_size": len(inputs), "latency_ms": round(latency_ms, 2), "usage": usage},
         )
         return result
+
+    def _count_tenant_usage(self, tenant: str, batch_size: int, usage: dict) -> None:
+        """requests, inputs and input_tokens by model and tenant, flushed now as one EMF record: what
+        `maas usage` reads from CloudWatch. Its own record, so the model's other metrics keep their
+        dimensions (and the alarms and dashboards on them)."""
+        metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=self.metrics.service)
+        metrics.set_default_dimensions(**{METRIC_DIMENSION_MODEL: self.backend.name, METRIC_DIMENSION_TENANT: tenant})
+        metrics.add_metric(name="requests", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="inputs", unit=MetricUnit.Count, value=batch_size)
+        metrics.add_metric(name="input_tokens", unit=MetricUnit.Count, value=int(usage.get("input_tokens", 0)))
+        metrics.flush_metrics()
 
     def _add_metrics(self, latency_ms: float, batch_size: int, usage: dict, latency: str = "latency") -> None:
         self.metrics.add_metric(name=latency, unit=MetricUnit.Milliseconds, value=latency_ms)
