@@ -24,19 +24,21 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from aws_cdk import Annotations, RemovalPolicy, Stack
+from aws_cdk import Annotations, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 from pydantic import BaseModel
 
-from maas_api.constants import JSON, MAX_BODY_BYTES
+from maas_api.constants import ENV_ALLOWED_TENANTS, ENV_TENANT_KEY_IDS, JSON, MAX_BODY_BYTES
 from maas_api.routes import RouteSpec, model_routes, shared_routes, version_routes
 
 from .nag import acknowledge
 
 STAGE = "prod"
+QUOTA_PERIODS = {"day": apigw.Period.DAY, "month": apigw.Period.MONTH}
+"""The manifest's tenants.<name>.quota_period, as a usage plan's."""
 RETRY_AFTER_S = 1
 """What a throttled client is told to wait (the gateway's token bucket refills every second)."""
 
@@ -191,7 +193,7 @@ def method_key(spec: RouteSpec, path: str) -> str:
 
 class ModelApi(Construct):
     def __init__(self, scope: Construct, construct_id: str, props: ModelApiProps, models: Sequence[ApiModel],
-                 default: str) -> None:
+                 default: str, tenants: Sequence = ()) -> None:
         super().__init__(scope, construct_id)
         self.props = props
         self.models = {m.name: m for m in models}
@@ -238,15 +240,20 @@ class ModelApi(Construct):
                 response_headers=headers or None,
                 templates=_error_template(code, message),
             )
-        self.api_key = self.api.add_api_key("ApiKey", description="maas default API key")
-        self.usage_plan = self.api.add_usage_plan(
-            "UsagePlan",
-            description="maas default usage plan",
-            throttle=apigw.ThrottleSettings(rate_limit=props.rate_limit, burst_limit=props.burst_limit),
-            quota=apigw.QuotaSettings(limit=props.quota_per_day, period=apigw.Period.DAY),
-            api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
-        )
-        self.usage_plan.add_api_key(self.api_key)
+        self.api_key: apigw.IApiKey | None = None
+        self.tenant_keys: dict[str, apigw.IApiKey] = {}
+        if tenants:
+            self._add_tenants(tenants)
+        else:
+            self.api_key = self.api.add_api_key("ApiKey", description="maas default API key")
+            self.usage_plan = self.api.add_usage_plan(
+                "UsagePlan",
+                description="maas default usage plan",
+                throttle=apigw.ThrottleSettings(rate_limit=props.rate_limit, burst_limit=props.burst_limit),
+                quota=apigw.QuotaSettings(limit=props.quota_per_day, period=apigw.Period.DAY),
+                api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
+            )
+            self.usage_plan.add_api_key(self.api_key)
 
         for rule, reason in (
             ("AwsSolutions-APIG3", "No WAF by default (cost and per-account rules); requests need an API key and are "
@@ -263,6 +270,39 @@ class ModelApi(Construct):
                 "the policy AWS documents for it.",
                 findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",),
             )
+
+    # --- tenants ----------------------------------------------------------------------------------
+
+    def _add_tenants(self, tenants: Sequence) -> None:
+        """One API key and one usage plan per tenant (maas.manifest.Tenant): its rate, burst and quota.
+        API Gateway generates each key's value, so no secret is in the template, its outputs or any
+        log; the stack outputs each key's id."""
+        for tenant in tenants:
+            cid = "".join(part.capitalize() for part in tenant.name.split("-"))
+            # Not api.add_api_key: that ties the key to the stage, and the functions (which the stage's
+            # methods call) name the key's id, a cycle. The usage plan binds the key to the stage.
+            key = apigw.ApiKey(self, f"Key{cid}", api_key_name=f"{Stack.of(self).stack_name}-{tenant.name}",
+                               description=f"maas tenant {tenant.name}")
+            plan = self.api.add_usage_plan(
+                f"Plan{cid}",
+                name=f"{Stack.of(self).stack_name}-{tenant.name}",
+                description=f"maas tenant {tenant.name}: models {', '.join(tenant.models)}",
+                throttle=apigw.ThrottleSettings(rate_limit=tenant.rate, burst_limit=tenant.burst),
+                quota=(apigw.QuotaSettings(limit=tenant.quota, period=QUOTA_PERIODS[tenant.quota_period])
+                       if tenant.quota is not None else None),
+                api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
+            )
+            plan.add_api_key(key)
+            self.tenant_keys[tenant.name] = key
+
+    def tenant_environment(self, tenants: Sequence, model: str) -> dict[str, str]:
+        """What a model's function needs to name each request's tenant and refuse the others (maas_api.tenants)."""
+        if not tenants:
+            return {}
+        return {
+            ENV_TENANT_KEY_IDS: Fn.join(",", [Fn.join("=", [t.name, self.tenant_keys[t.name].key_id]) for t in tenants]),
+            ENV_ALLOWED_TENANTS: ",".join(t.name for t in tenants if t.may_call(model)),
+        }
 
     # --- routes -----------------------------------------------------------------------------------
 

@@ -150,6 +150,7 @@ class MaasStack(Stack):
                              {v: limits[f"{s.name}@{v}"] for v in s.versions if s.side_by_side})
                     for s in manifest.models],
             default=default_model(manifest.models),
+            tenants=manifest.tenants,
         )
         self.alarm_topic = AlarmTopic(self, "Alarms", inputs.alarms)
         self.models: dict[str, DeployedModel] = {}
@@ -197,8 +198,14 @@ class MaasStack(Stack):
         default = self.default_model()
         self.model_api.add_shared_routes(self.models[default].function.alias)
         CfnOutput(self, "ApiUrl", value=self.model_api.url, description="The API's base URL (stage prod)")
-        CfnOutput(self, "ApiKeyId", value=self.model_api.api_key.key_id,
-                  description="aws apigateway get-api-key --include-value --api-key <id> gives the x-api-key value")
+        if self.model_api.api_key is not None:
+            CfnOutput(self, "ApiKeyId", value=self.model_api.api_key.key_id,
+                      description="aws apigateway get-api-key --include-value --api-key <id> gives the x-api-key value")
+        for tenant, key in self.model_api.tenant_keys.items():
+            # The key's id only: its value never enters the template, the outputs or a log.
+            CfnOutput(self, f"TenantKeyId{logical_name(tenant)}", value=key.key_id,
+                      description=f"tenant {tenant}: aws apigateway get-api-key --include-value --api-key <id> "
+                                  "gives its x-api-key value")
         CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic.topic_arn,
                   description="Every model's alarms notify this SNS topic: subscribe your on-call to it")
         CfnOutput(self, "DefaultModel", value=default, description="The function answering the shared routes "
@@ -210,7 +217,8 @@ class MaasStack(Stack):
         root = self.manifest.root
         folder = artifact_dir(root, spec.name, spec.version)
         lam = spec.lambda_settings
-        env = {ENV_MODEL_NAME: spec.name, ENV_CATALOG_PATH: CATALOG_FILE}
+        env = {ENV_MODEL_NAME: spec.name, ENV_CATALOG_PATH: CATALOG_FILE,
+               **self.model_api.tenant_environment(self.manifest.tenants, spec.name)}
         endpoint = None
         if spec.target == "sagemaker":
             served = stage_served_model(spec, folder, inputs.staging_dir)
