@@ -23,6 +23,13 @@ def missing_artifacts(manifest) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def model_functions(manifest) -> int:
+    """How many model functions the stack makes of the shipped manifest: one per model, one more per
+    kept version of a model keeping several (each with its pre-traffic hook and its live alias)."""
+    return sum(1 + (len(s.versions) if s.side_by_side else 0) for s in manifest.models)
+
+
+@pytest.fixture(scope="session")
 def artifacts(manifest):
     """The shipped models' build output; skips (with the command to run) when build/ lacks it."""
     missing = missing_artifacts(manifest)
