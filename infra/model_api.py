@@ -19,23 +19,26 @@ API Gateway reports to the client as a 500.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from aws_cdk import Annotations, RemovalPolicy, Stack
+from aws_cdk import Annotations, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 from pydantic import BaseModel
 
-from maas_api.constants import JSON, MAX_BODY_BYTES
-from maas_api.routes import RouteSpec, model_routes, shared_routes
+from maas_api.constants import ENV_ALLOWED_TENANTS, ENV_TENANT_KEY_IDS, JSON, MAX_BODY_BYTES
+from maas_api.routes import RouteSpec, model_routes, shared_routes, version_routes
 
 from .nag import acknowledge
 
 STAGE = "prod"
+QUOTA_PERIODS = {"day": apigw.Period.DAY, "month": apigw.Period.MONTH}
+"""The manifest's tenants.<name>.quota_period, as a usage plan's."""
 RETRY_AFTER_S = 1
 """What a throttled client is told to wait (the gateway's token bucket refills every second)."""
 
@@ -86,6 +89,20 @@ class ApiModel:
     name: str
     task: str
     limits: RouteLimits
+    versions: tuple[str, ...] = ()
+    """The kept versions, each with its pinned routes (/models/<name>/versions/<version>/...)."""
+    side_by_side: bool = False
+    """Each version has its own function rather than the model's."""
+    version_limits: Mapping[str, RouteLimits] = field(default_factory=dict)
+    """Side by side: what each version's own function can take."""
+
+    def answers(self, version: str | None) -> str:
+        """Which function answers a route of this model (pinned to `version`, or not): the model's, or a version's."""
+        return f"{self.name}@{version}" if version is not None and self.side_by_side else self.name
+
+    def limits_of(self, function: str) -> RouteLimits:
+        """The limits of one of its functions (`answers`)."""
+        return self.version_limits[function.split("@", 1)[1]] if "@" in function else self.limits
 
 
 def _error_template(code: str, message: str) -> dict:
@@ -176,7 +193,7 @@ def method_key(spec: RouteSpec, path: str) -> str:
 
 class ModelApi(Construct):
     def __init__(self, scope: Construct, construct_id: str, props: ModelApiProps, models: Sequence[ApiModel],
-                 default: str) -> None:
+                 default: str, tenants: Sequence = ()) -> None:
         super().__init__(scope, construct_id)
         self.props = props
         self.models = {m.name: m for m in models}
@@ -223,15 +240,20 @@ class ModelApi(Construct):
                 response_headers=headers or None,
                 templates=_error_template(code, message),
             )
-        self.api_key = self.api.add_api_key("ApiKey", description="maas default API key")
-        self.usage_plan = self.api.add_usage_plan(
-            "UsagePlan",
-            description="maas default usage plan",
-            throttle=apigw.ThrottleSettings(rate_limit=props.rate_limit, burst_limit=props.burst_limit),
-            quota=apigw.QuotaSettings(limit=props.quota_per_day, period=apigw.Period.DAY),
-            api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
-        )
-        self.usage_plan.add_api_key(self.api_key)
+        self.api_key: apigw.IApiKey | None = None
+        self.tenant_keys: dict[str, apigw.IApiKey] = {}
+        if tenants:
+            self._add_tenants(tenants)
+        else:
+            self.api_key = self.api.add_api_key("ApiKey", description="maas default API key")
+            self.usage_plan = self.api.add_usage_plan(
+                "UsagePlan",
+                description="maas default usage plan",
+                throttle=apigw.ThrottleSettings(rate_limit=props.rate_limit, burst_limit=props.burst_limit),
+                quota=apigw.QuotaSettings(limit=props.quota_per_day, period=apigw.Period.DAY),
+                api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
+            )
+            self.usage_plan.add_api_key(self.api_key)
 
         for rule, reason in (
             ("AwsSolutions-APIG3", "No WAF by default (cost and per-account rules); requests need an API key and are "
@@ -249,32 +271,71 @@ class ModelApi(Construct):
                 findings=("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",),
             )
 
+    # --- tenants ----------------------------------------------------------------------------------
+
+    def _add_tenants(self, tenants: Sequence) -> None:
+        """One API key and one usage plan per tenant (maas.manifest.Tenant): its rate, burst and quota.
+        API Gateway generates each key's value, so no secret is in the template, its outputs or any
+        log; the stack outputs each key's id."""
+        for tenant in tenants:
+            cid = "".join(part.capitalize() for part in tenant.name.split("-"))
+            # Not api.add_api_key: that ties the key to the stage, and the functions (which the stage's
+            # methods call) name the key's id, a cycle. The usage plan binds the key to the stage.
+            key = apigw.ApiKey(self, f"Key{cid}", api_key_name=f"{Stack.of(self).stack_name}-{tenant.name}",
+                               description=f"maas tenant {tenant.name}")
+            plan = self.api.add_usage_plan(
+                f"Plan{cid}",
+                name=f"{Stack.of(self).stack_name}-{tenant.name}",
+                description=f"maas tenant {tenant.name}: models {', '.join(tenant.models)}",
+                throttle=apigw.ThrottleSettings(rate_limit=tenant.rate, burst_limit=tenant.burst),
+                quota=(apigw.QuotaSettings(limit=tenant.quota, period=QUOTA_PERIODS[tenant.quota_period])
+                       if tenant.quota is not None else None),
+                api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
+            )
+            plan.add_api_key(key)
+            self.tenant_keys[tenant.name] = key
+
+    def tenant_environment(self, tenants: Sequence, model: str) -> dict[str, str]:
+        """What a model's function needs to name each request's tenant and refuse the others (maas_api.tenants)."""
+        if not tenants:
+            return {}
+        return {
+            ENV_TENANT_KEY_IDS: Fn.join(",", [Fn.join("=", [t.name, self.tenant_keys[t.name].key_id]) for t in tenants]),
+            ENV_ALLOWED_TENANTS: ",".join(t.name for t in tenants if t.may_call(model)),
+        }
+
     # --- routes -----------------------------------------------------------------------------------
 
-    def routes(self) -> list[tuple[RouteSpec, str, ApiModel]]:
-        """Every method of the API: its route, its concrete path and the model whose function answers."""
-        found = [(spec, spec.render(name=m.name), m) for m in self.models.values() for spec in model_routes(m.task)]
-        return found + [(spec, spec.path, self.default) for spec in shared_routes()]
+    def routes(self) -> list[tuple[RouteSpec, str, ApiModel, str]]:
+        """Every method of the API: its route, its concrete path, the model and the function that answers."""
+        found = [(spec, spec.render(name=m.name), m, m.answers(None))
+                 for m in self.models.values() for spec in model_routes(m.task)]
+        found += [(spec, spec.render(name=m.name, version=v), m, m.answers(v))
+                  for m in self.models.values() for v in m.versions for spec in version_routes(m.task)]
+        return found + [(spec, spec.path, self.default, self.default.name) for spec in shared_routes()]
 
     def _method_limits(self) -> dict[str, tuple[float, int]]:
         """(rate, burst) per method: its function's limits shared equally by the methods it answers,
         never above the stage's own. A burst is at least 1 (0 would close the route), so a function
         with fewer concurrent executions than methods is warned about at synth."""
         routes = self.routes()
-        methods = Counter(model.name for _, _, model in routes)
-        for name, count in methods.items():
-            if self.models[name].limits.concurrency < count:
+        methods = Counter(function for *_, function in routes)
+        for function, count in methods.items():
+            model = self.models[function.split("@")[0]]
+            if model.limits_of(function).concurrency < count:
                 Annotations.of(self).add_warning_v2(
                     "maas:concurrencyBelowRoutes",
-                    f"{name}: {count} routes share {self.models[name].limits.concurrency} concurrent executions; each "
+                    f"{function}: {count} routes share {model.limits_of(function).concurrency} concurrent executions; each "
                     "route still lets 1 request through at a time, so Lambda may throttle (raise its concurrency)",
                 )
         limits = {}
-        for spec, path, model in routes:
-            share = methods[model.name]
-            rate = min(self.props.rate_limit, model.limits.rate / share)
-            burst = min(self.props.burst_limit, max(1, model.limits.concurrency // share))
-            limits[method_key(spec, path)] = (round(rate, 3), burst)
+        for spec, path, model, function in routes:
+            share = methods[function]
+            own = model.limits_of(function)
+            rate = min(self.props.rate_limit, own.rate / share)
+            burst = min(self.props.burst_limit, max(1, own.concurrency // share))
+            # rounded down: the methods of one function together never exceed its rate
+            limits[method_key(spec, path)] = (max(0.001, math.floor(rate * 1000) / 1000), burst)
         return limits
 
     def add_model_routes(self, name: str, target: lambda_.IFunction) -> None:
@@ -282,6 +343,12 @@ class ModelApi(Construct):
         model = self.models[name]
         for spec in model_routes(model.task):
             self._add(spec, spec.render(name=name), target, model.limits)
+
+    def add_version_routes(self, name: str, version: str, target: lambda_.IFunction) -> None:
+        """One kept version's pinned routes (/models/<name>/versions/<version>/...), to the function serving it."""
+        model = self.models[name]
+        for spec in version_routes(model.task):
+            self._add(spec, spec.render(name=name, version=version), target, model.limits_of(model.answers(version)))
 
     def add_shared_routes(self, target: lambda_.IFunction) -> None:
         """The shared routes (GET /models, /health, /openapi.json, POST /v1/embeddings), to the default function."""

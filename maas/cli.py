@@ -91,6 +91,32 @@ def cmd_invoke(args) -> int:
     return 0 if status < 400 else 1
 
 
+def cmd_usage(args) -> int:
+    import json
+
+    from .usage import as_json, cloudwatch_usage, local_usage, parse_since, render
+
+    manifest = _manifest(args)
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.tenant and args.tenant not in {t.name for t in manifest.tenants}:
+        print(f"unknown tenant {args.tenant!r} (the manifest has: {', '.join(t.name for t in manifest.tenants) or 'none'})",
+              file=sys.stderr)
+        return 2
+    if args.local:
+        rows, source = local_usage(manifest, args.tenant, since), "the local API's counters"
+    else:
+        rows, source = cloudwatch_usage(manifest, args.tenant, since), "CloudWatch"
+    if args.json:
+        print(json.dumps(as_json(rows, since, source), indent=2))
+    else:
+        print("\n".join(render(rows, since, source)))
+    return 0
+
+
 def cmd_smoke(args) -> int:
     import os
 
@@ -189,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--parameters", help='JSON object, e.g. \'{"top_k": 3}\'')
     invoke.add_argument("--api-key")
     invoke.set_defaults(func=cmd_invoke)
+
+    usage = sub.add_parser("usage", help="requests, inputs and tokens per tenant and model (CloudWatch, or --local)")
+    usage.add_argument("--tenant", help="one tenant only (default: every tenant of the manifest)")
+    usage.add_argument("--since", help="a date (2026-11-01), a timestamp, or days back (7d); default 30 days back")
+    usage.add_argument("--local", action="store_true", help="the local API's counters (.maas/usage.json), not CloudWatch")
+    usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    usage.set_defaults(func=cmd_usage)
 
     smoke = sub.add_parser("smoke", help="check a deployed API end to end (run it right after `cdk deploy`)")
     smoke.add_argument("--url", required=True, help="the API's base URL: the stack's ApiUrl output, or maas serve's")

@@ -52,12 +52,13 @@ from maas_api.constants import (
 )
 from maas_api.errors import ApiError, envelope
 from maas_api.framing import content_length
-from maas_api.routes import INVOKE, default_model, model_routes, route, shared_routes
+from maas_api.routes import INVOKE, INVOKE_VERSION, default_model, find, model_routes, route, shared_routes, version_routes
 from maas_runtime import CARD_FILE
 
 from .builder.signing import trusted_keys
 from .lambda_worker import ACCOUNT_ID, LambdaContext
 from .paths import BUILD_DIR, artifact_dir
+from .tenants import TenantGate, local_key_id, policy_for
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
@@ -155,9 +156,11 @@ class LocalApi:
     """An API Gateway REST API stand-in: routes, an optional API key, one stage."""
 
     def __init__(self, routes: list[Route], api_key: str | None = None, stage: str = STAGE,
-                 limits: ServerLimits = ServerLimits()):
+                 limits: ServerLimits = ServerLimits(), tenants=None):
         self.routes = sorted(routes, key=lambda r: r.specificity, reverse=True)
         self.api_key = api_key or None
+        self.tenants = tenants
+        """maas.tenants.TenantGate: each tenant's key, rate and quota (instead of the one api_key)."""
         self.stage = stage
         self.limits = limits
         self._httpd: _Server | None = None
@@ -172,7 +175,16 @@ class LocalApi:
         found, _ = self._route(method, raw_path)
         if found is None:
             return _json_response(404, "not_found", f"no route {method} {raw_path[:100]!r}", request_id)
-        if self.api_key is not None and found.api_key_required:
+        if self.tenants is not None and found.api_key_required:
+            tenant = self.tenants.tenant_of(next((v for k, v in headers if k.lower() == API_KEY_HEADER), None))
+            if tenant is None:
+                return _json_response(403, "forbidden", f"a tenant's {API_KEY_HEADER} header is required", request_id,
+                                      extra={"message": "Forbidden"})
+            over = self.tenants.admit(tenant)
+            if over is not None:
+                return _json_response(429, "throttled", over[0], request_id, headers={"Retry-After": str(over[1])},
+                                      extra={"message": "Too Many Requests"})
+        elif self.api_key is not None and found.api_key_required:
             given = next((v for k, v in headers if k.lower() == API_KEY_HEADER), "")
             if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.api_key.encode("utf-8")):
                 return _json_response(
@@ -182,10 +194,11 @@ class LocalApi:
         return None
 
     def handle(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str = "127.0.0.1",
-               request_id: str | None = None) -> Answer:
-        """(status, headers, body bytes) for one request."""
+               request_id: str | None = None, prechecked: bool = False) -> Answer:
+        """(status, headers, body bytes) for one request; `prechecked`: the server has run `precheck`
+        already (before reading the body), which counts the request against its tenant's rate and quota."""
         request_id = request_id or str(uuid.uuid4())
-        refused = self.precheck(method, target, headers, request_id)
+        refused = None if prechecked else self.precheck(method, target, headers, request_id)
         if refused is not None:
             return refused
         split = urlsplit(target)
@@ -194,7 +207,12 @@ class LocalApi:
         event = self.event(method, found, raw_path, split.query, headers, body, params, request_id, source_ip)
         try:
             result = found.target.invoke(event, None)
-            return self._http_response(result)
+            answer = self._http_response(result)
+            if self.tenants is not None and found.api_key_required:
+                tenant = self.tenants.tenant_of({k.lower(): v for k, v in headers}.get(API_KEY_HEADER))
+                spec = find(method, raw_path)
+                self.tenants.record(tenant, (spec.match(raw_path) or {}).get("name") if spec else None, answer[0], answer[2])
+            return answer
         except Exception:  # what API Gateway answers when a Lambda function crashes
             return _json_response(
                 502, "internal_error", "the function failed; see its logs", request_id,
@@ -229,8 +247,9 @@ class LocalApi:
             text, is_b64 = (body.decode("utf-8") if body else None), False
         except UnicodeDecodeError:
             text, is_b64 = base64.b64encode(body).decode("ascii"), True
-        keyed = self.api_key is not None and route.api_key_required
+        keyed = (self.api_key is not None or self.tenants is not None) and route.api_key_required
         api_key = {k.lower(): v for k, v in headers}.get(API_KEY_HEADER)
+        tenant = self.tenants.tenant_of(api_key) if self.tenants is not None and keyed else None
         return {
             "resource": route.resource,
             "path": path,
@@ -261,7 +280,7 @@ class LocalApi:
                     # As API Gateway fills them for a method that requires a key: the function
                     # documents the key (GET /openapi.json) only where requests need one.
                     "apiKey": api_key if keyed else None,
-                    "apiKeyId": "local" if keyed else None,
+                    "apiKeyId": (local_key_id(tenant) if tenant else "local") if keyed else None,
                     "accountId": None,
                     "caller": None,
                     "user": None,
@@ -555,7 +574,7 @@ def _handler_class(api: LocalApi):
             if body is None:
                 return
             status, out_headers, data = api.handle(
-                self.command, self.path, headers, body, self.client_address[0], request_id=request_id
+                self.command, self.path, headers, body, self.client_address[0], request_id=request_id, prechecked=True
             )
             self._write(status, out_headers, data, head=self.command == "HEAD")
 
@@ -625,61 +644,82 @@ class LocalStack:
 
 
 def manifest_stack(manifest, build_root: Path | None = None, models: list[str] | None = None) -> LocalStack:
-    """Routes as the deployed API has them, for each model of the manifest that has been built."""
+    """Routes as the deployed API has them, for each model of the manifest that has been built: one
+    instance per model for its live version, and one per kept version of a model that keeps several
+    (its pinned routes reach it, as each has its own function in AWS)."""
     root = manifest.root
     build_root = Path(build_root) if build_root else root
     catalog = build_root / BUILD_DIR / "catalog.json"
-    functions = root / FUNCTIONS_DIR
     stack = LocalStack(routes=[], instances={})
     tasks: dict[str, str] = {}
+    pinned: dict[str, dict[str, Target]] = {}
     trusted = trusted_keys(manifest)  # signing.public_keys: what each deployed function is configured to trust
     for spec in manifest.select(models):
-        folder = artifact_dir(build_root, spec.name, spec.version)
-        if not (folder / CARD_FILE).is_file():
-            stack.skipped[spec.name] = f"not built (run `maas build {spec.name}`)"
+        kept = manifest.versions_of(spec.name)
+        missing = [v.version for v in kept if not (artifact_dir(build_root, v.name, v.version) / CARD_FILE).is_file()]
+        if missing:
+            stack.skipped[spec.name] = f"version(s) {', '.join(missing)} not built (run `maas build {spec.name}`)"
             continue
-        if spec.target == "sagemaker":
-            from .triton.endpoint import stage_local_model
-
-            repository, proxy_artifact = stage_local_model(root, spec, folder)
-            endpoint, component = f"maas-{spec.name}", (f"{spec.name}-copy" if spec.sagemaker.min_instances == 0 else None)
-            proxy = load_function_module(functions / "sagemaker_proxy")
-            function = proxy.create_function(
-                proxy.Config(
-                    model_name=spec.name,
-                    endpoint_name=endpoint,
-                    model_dir=str(proxy_artifact),
-                    inference_component=component,
-                    catalog_path=str(catalog),
-                    runtime_url=stack.start_endpoint(root, repository, spec.name, endpoint, component),
-                )
-            )
-        else:
-            handler = load_function_module(functions / "model")
-            function = handler.create_function(
-                handler.Config(model_name=spec.name, model_dir=str(folder), catalog_path=str(catalog),
-                               signing_public_keys=trusted.value() if trusted else None)
-            )
-        settings = spec.lambda_settings
-        stack.instances[spec.name] = FunctionInstance(
-            f"maas-{spec.name}", function, memory_mb=settings.memory_mb, timeout_s=settings.timeout_s
-        )
+        live = stack.instances[spec.name] = _instance(stack, manifest, spec, artifact_dir(build_root, spec.name, spec.version),
+                                                     catalog, trusted)
         tasks[spec.name] = spec.task
+        pinned[spec.name] = {spec.version: live}
+        if spec.side_by_side:
+            for version in kept:
+                folder = artifact_dir(build_root, version.name, version.version)
+                instance = _instance(stack, manifest, version, folder, catalog, trusted, suffix=f"@{version.version}")
+                stack.instances[f"{spec.name}@{version.version}"] = pinned[spec.name][version.version] = instance
     if stack.instances:
-        built = [(s.name, s.task, s.target) for s in manifest.select(models) if s.name in stack.instances]
-        stack.routes = table_routes(stack.instances, tasks, default_model(built))
+        built = [(s.name, s.task, s.target) for s in manifest.select(models) if s.name in tasks]
+        stack.routes = table_routes({n: stack.instances[n] for n in tasks}, tasks, default_model(built), pinned)
     return stack
 
 
-def table_routes(instances: dict[str, Target], tasks: dict[str, str], default: str | None = None) -> list[Route]:
+def _instance(stack: LocalStack, manifest, spec, folder: Path, catalog: Path, trusted, suffix: str = "") -> FunctionInstance:
+    """One warm function for one built version of a model: the model handler, or the SageMaker proxy
+    in front of a local endpoint for a heavy model."""
+    root = manifest.root
+    functions = root / FUNCTIONS_DIR
+    if spec.target == "sagemaker":
+        from .triton.endpoint import stage_local_model
+
+        repository, proxy_artifact = stage_local_model(root, spec, folder)
+        endpoint, component = f"maas-{spec.name}", (f"{spec.name}-copy" if spec.sagemaker.min_instances == 0 else None)
+        proxy = load_function_module(functions / "sagemaker_proxy")
+        function = proxy.create_function(
+            proxy.Config(
+                model_name=spec.name,
+                endpoint_name=endpoint,
+                model_dir=str(proxy_artifact),
+                inference_component=component,
+                catalog_path=str(catalog),
+                runtime_url=stack.start_endpoint(root, repository, spec.name, endpoint, component),
+            ),
+            tenants=policy_for(manifest, spec.name),
+        )
+    else:
+        handler = load_function_module(functions / "model")
+        function = handler.create_function(
+            handler.Config(model_name=spec.name, model_dir=str(folder), catalog_path=str(catalog),
+                           signing_public_keys=trusted.value() if trusted else None),
+            tenants=policy_for(manifest, spec.name),
+        )
+    settings = spec.lambda_settings
+    return FunctionInstance(f"maas-{spec.name}{suffix}", function, memory_mb=settings.memory_mb, timeout_s=settings.timeout_s)
+
+
+def table_routes(instances: dict[str, Target], tasks: dict[str, str], default: str | None = None,
+                 versions: dict[str, dict[str, Target]] | None = None) -> list[Route]:
     """The route table (maas_api.routes) for these models, each route to the function that answers it.
 
     Every method of the table is routed as API Gateway routes it: a model's routes to its own
-    function, the shared ones (POST /v1/embeddings included) to the `default` model's function
-    (routes.default_model; the first one if not given). Besides, any method on a path of the
-    table, and any other path, reaches a function too (`ANY`), so that a wrong method or an
-    unknown route gets the function's JSON 405 or 404: a model's own paths (including the routes
-    its task lacks) reach that model's function, everything else the default function.
+    function, each kept version's pinned routes to that version's function (`versions`: model ->
+    version -> function; a model without an entry has no pinned routes), the shared ones (POST
+    /v1/embeddings included) to the `default` model's function (routes.default_model; the first one
+    if not given). Besides, any method on a path of the table, and any other path, reaches a
+    function too (`ANY`), so that a wrong method or an unknown route gets the function's JSON 405
+    or 404: a model's own paths (including the routes its task lacks) reach that model's function,
+    everything else the default function.
     """
     default = instances[default] if default is not None else next(iter(instances.values()))
     routes: list[Route] = []
@@ -689,6 +729,12 @@ def table_routes(instances: dict[str, Target], tasks: dict[str, str], default: s
             if spec.serves(tasks[name]):
                 routes.append(Route(spec.method, path, instance))
             routes.append(Route("ANY", path, instance))
+        for version, pinned in (versions or {}).get(name, {}).items():
+            for spec in version_routes():
+                path = spec.render(name=name, version=version)
+                if spec.serves(tasks[name]):
+                    routes.append(Route(spec.method, path, pinned))
+                routes.append(Route("ANY", path, pinned))
     for spec in shared_routes():
         routes += [Route(spec.method, spec.path, default), Route("ANY", spec.path, default)]
     routes.append(Route("ANY", "/{proxy+}", default))
@@ -717,13 +763,27 @@ def serve(manifest, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key:
         stack.close()
         return 1
     warm_up(stack)
-    api = LocalApi(stack.routes, api_key=api_key or os.environ.get(ENV_API_KEY))
+    gate = None
+    if manifest.tenants:
+        gate, generated = TenantGate.from_manifest(manifest)
+    api = LocalApi(stack.routes, api_key=api_key or os.environ.get(ENV_API_KEY), tenants=gate)
     url = api.start(host, port)
-    print(f"maas local API on {url} (stage {STAGE}{', API key required' if api.api_key else ''})", file=out)
-    invoke_route = route(INVOKE)
-    for name in stack.instances:
-        target = manifest.get(name).target
-        print(f"  {invoke_route.method} {url}{invoke_route.render(name=name)}   [{target}]", file=out)
+    keyed = ", a tenant's API key required" if gate else (", API key required" if api.api_key else "")
+    print(f"maas local API on {url} (stage {STAGE}{keyed})", file=out)
+    if gate:
+        for tenant in manifest.tenants:
+            # A key is shown once, when it is made; afterwards it is read from the keys file.
+            shown = f"x-api-key {gate.keys[tenant.name]}" if tenant.name in generated else "key in .maas/tenant-keys.json"
+            quota = f", {tenant.quota} a {tenant.quota_period}" if tenant.quota else ""
+            print(f"  tenant {tenant.name}: {shown} ({tenant.rate:g}/s, burst {tenant.burst}{quota}; "
+                  f"models: {', '.join(tenant.models)})", file=out)
+    invoke_route, pinned_route = route(INVOKE), route(INVOKE_VERSION)
+    for spec in manifest.models:
+        if spec.name not in stack.instances:
+            continue
+        print(f"  {invoke_route.method} {url}{invoke_route.render(name=spec.name)}   [{spec.target}, {spec.version}]", file=out)
+        for version in spec.versions if spec.side_by_side else ():
+            print(f"  {pinned_route.method} {url}{pinned_route.render(name=spec.name, version=version)}", file=out)
     for name, endpoint in stack.endpoints.items():
         why = f" ({endpoint.fallback_reason})" if endpoint.fallback_reason else ""
         print(f"  {name}'s SageMaker endpoint: the local {endpoint.kind}{why}, InvokeEndpoint at {endpoint.url}", file=out)

@@ -224,6 +224,16 @@ class ModelSpec(Table):
     """The task's `explain` table (its limits and background); None for a task without explanations."""
     lambda_settings: LambdaSettings = Field(LambdaSettings(), alias="lambda")
     sagemaker: SageMakerSettings | None = None
+    versions: tuple[str, ...] = ()
+    """Every version of the model that is kept and callable, live included (the `versions` form);
+    just this spec's version in the single-version form."""
+    live: bool = True
+    """Whether this is the version /models/<name>/invoke answers from."""
+
+    @property
+    def side_by_side(self) -> bool:
+        """Several versions are kept: each gets its own function, which its pinned routes reach."""
+        return len(self.versions) > 1
 
     def artifact_settings(self) -> dict:
         """What shapes the built artifact, and nothing that only shapes its deployment: the build
@@ -259,12 +269,38 @@ class Signing(Table):
         return [p if (p := Path(k)).is_absolute() else root / p for k in self.public_keys]
 
 
+QUOTA_PERIODS = ("day", "month")
+
+
+class Tenant(Table):
+    """One customer of the API (a top-level [tenants.<name>] table): its own API key, usage plan and models."""
+
+    name: str
+    models: tuple[Text(), ...]
+    """The models it may call (each at every kept version); ["*"]: every model."""
+    rate: Number(0.001, 10000.0) = 10.0
+    """Requests per second, on average (API Gateway's usage plan throttle; a token bucket locally)."""
+    burst: Integer(1, 5000) = 20
+    """Requests at once above the rate."""
+    quota: Integer(1, 1_000_000_000) | None = None
+    """Requests per quota_period; none: unlimited."""
+    quota_period: OneOf(*QUOTA_PERIODS) = "day"
+
+    def may_call(self, model: str) -> bool:
+        return "*" in self.models or model in self.models
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     path: Path
     models: tuple[ModelSpec, ...]
+    """One spec per model: its live version."""
+    kept: tuple[ModelSpec, ...] = ()
+    """Every kept version of every model (the live ones included), in manifest order."""
     signing: Signing = Signing()
+    tenants: tuple[Tenant, ...] = ()
+    """Customers with their own keys and quotas; none: one API key for every caller."""
 
     @property
     def root(self) -> Path:
@@ -279,6 +315,16 @@ class Manifest(BaseModel):
 
     def select(self, names: list[str] | tuple[str, ...] | None) -> list[ModelSpec]:
         return [self.get(n) for n in names] if names else list(self.models)
+
+    def versions_of(self, name: str) -> list[ModelSpec]:
+        """Every kept version of the model, each a complete spec (the single-version form: its one spec)."""
+        live = self.get(name)
+        return [s for s in self.kept if s.name == name] or [live]
+
+    def artifacts(self, names: list[str] | tuple[str, ...] | None = None) -> list[ModelSpec]:
+        """Every kept version of the selected models (all models when `names` is empty): what the
+        build builds, the catalog lists and the functions serve."""
+        return [v for spec in self.select(names) for v in self.versions_of(spec.name)]
 
 
 # --- errors as the README words them ----------------------------------------------------------------
@@ -318,12 +364,90 @@ def _task(name: str, where: str):
     return BUILD_TASKS[name]
 
 
-def _model(name: str, data: Any) -> ModelSpec:
+VERSION_KEYS = frozenset({"versions", "live"})
+"""The keys of a model's table that choose its versions (not settings of any one version)."""
+FIXED_PER_MODEL = ("task", "target", "version", "versions", "live", "sagemaker")
+"""What a version's own table may not change: every version is served the same way at the same paths."""
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """A version's table over its model's: a table key (optimization = {...}) changes only the keys
+    it names, any other key replaces the model's value."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def _versions(name: str, data: dict) -> tuple[dict, list[tuple[str, dict]], str]:
+    """The model's own table (without the version keys), each kept version's overrides, and the live version."""
+    where = f"models.{name}"
+    if "versions" not in data:
+        if "live" in data:
+            raise ManifestError(f"{where}.live: only a model with `versions` has a live version to choose")
+        if "version" not in data:
+            raise ManifestError(f"{where}.version: missing required key (or `versions` with `live` to keep several)")
+        return data, [(data["version"], {})], data["version"]
+    if "version" in data:
+        raise ManifestError(f"{where}.version: give `version` (one) or `versions` (several with `live`), not both")
+    if data.get("target") == "sagemaker":
+        raise ManifestError(f"{where}.versions: versions side by side are for Lambda models (target = 'lambda'); "
+                            "a heavy model keeps one version per endpoint")
+    raw = data["versions"]
+    if isinstance(raw, list):
+        entries = [(v, {}) for v in raw]
+    elif isinstance(raw, dict):
+        entries = list(raw.items())
+    else:
+        raise ManifestError(f"{where}.versions: must be a list of versions or a table of version tables, got {_show(raw)}")
+    if not entries:
+        raise ManifestError(f"{where}.versions: must name at least one version")
+    seen = set()
+    for version, override in entries:
+        if not isinstance(version, str) or not _VERSION.match(version):
+            raise ManifestError(f"{where}.versions: {_show(version)} is not a version: must match {_VERSION.pattern}")
+        if version in seen:
+            raise ManifestError(f"{where}.versions: {version} is listed twice")
+        seen.add(version)
+        if not isinstance(override, dict):
+            raise ManifestError(f"{where}.versions.{version}: must be a table, got {_show(override)}")
+        fixed = sorted(set(override) & set(FIXED_PER_MODEL))
+        if fixed:
+            raise ManifestError(f"{where}.versions.{version}: {', '.join(fixed)} cannot differ between versions "
+                                "(set it on the model's table)")
+    live = data.get("live")
+    if live is None and len(entries) == 1:
+        live = entries[0][0]
+    if live is None:
+        raise ManifestError(f"{where}.live: missing required key: which of {', '.join(v for v, _ in entries)} "
+                            f"/models/{name}/invoke answers from")
+    if live not in seen:
+        raise ManifestError(f"{where}.live: must be one of the versions ({', '.join(v for v, _ in entries)}), got {_show(live)}")
+    base = {k: v for k, v in data.items() if k not in VERSION_KEYS}
+    return base, entries, live
+
+
+def _model(name: str, data: Any) -> list[ModelSpec]:
+    """Every kept version of one model, each a complete spec; the live one first."""
     where = f"models.{name}"
     if not _NAME.match(name):
         raise ManifestError(f"{where}: model names must match {_NAME.pattern} (they become URL paths and AWS names)")
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: must be a table, got {_show(data)}")
+    base, entries, live = _versions(name, data)
+    versions = tuple(v for v, _ in entries)
+    # The model's own table first (its errors name the model's keys), then each version's table
+    # over it (their errors name the version's table).
+    own = _version(name, {**base, "version": live}, where, versions, True)
+    overrides = dict(entries)
+    specs = [own if not overrides[live] else
+             _version(name, {**_merge(base, overrides[live]), "version": live}, f"{where}.versions.{live}", versions, True)]
+    specs += [_version(name, {**_merge(base, override), "version": version}, f"{where}.versions.{version}", versions, False)
+              for version, override in entries if version != live]
+    return specs
+
+
+def _version(name: str, data: dict, where: str, versions: tuple[str, ...], live: bool) -> ModelSpec:
     if "task" not in data:
         raise ManifestError(f"{where}.task: missing required key")
     task = _task(data["task"], where)
@@ -335,7 +459,8 @@ def _model(name: str, data: Any) -> ModelSpec:
         explain = task.explain_settings(_validate(task.explain, data.get("explain", {}), f"{where}.explain"), f"{where}.explain")
     elif "explain" in data:
         raise ManifestError(f"{where}.explain: {data['task']} models serve no explanations")
-    spec = _validate(ModelSpec, {**data, "name": name, "parity": parity, "explain": explain}, where)
+    spec = _validate(ModelSpec, {**data, "name": name, "parity": parity, "explain": explain,
+                                  "versions": versions, "live": live}, where)
 
     source = spec.source
     if source.type == "recipe" and not source.recipe:
@@ -372,7 +497,7 @@ def parse_manifest(text: str, path: Path) -> Manifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path.name}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"models", "signing"})
+    unknown = sorted(set(data) - {"models", "signing", "tenants"})
     if unknown:
         raise ManifestError(f"{path.name}: unknown key(s) {', '.join(map(repr, unknown))}")
     signing = _validate(Signing, data.get("signing", {}), "signing")
@@ -390,7 +515,30 @@ def parse_manifest(text: str, path: Path) -> Manifest:
         raise ManifestError(f"{path.name}.models: must be a table, got {_show(models)}")
     if not models:
         raise ManifestError(f"{path.name}: [models] is empty")
-    return Manifest(path=path.resolve(), models=tuple(_model(name, body) for name, body in models.items()), signing=signing)
+    kept = [_model(name, body) for name, body in models.items()]
+    tenants = _tenants(data.get("tenants", {}), set(models))
+    return Manifest(path=path.resolve(), models=tuple(specs[0] for specs in kept),
+                    kept=tuple(spec for specs in kept for spec in specs), signing=signing, tenants=tenants)
+
+
+def _tenants(data: Any, models: set[str]) -> tuple[Tenant, ...]:
+    if not isinstance(data, dict):
+        raise ManifestError(f"tenants: must be a table of tenants, got {_show(data)}")
+    tenants = []
+    for name, body in data.items():
+        where = f"tenants.{name}"
+        if not _NAME.match(name):
+            raise ManifestError(f"{where}: tenant names must match {_NAME.pattern} (they name API keys and metrics)")
+        if not isinstance(body, dict):
+            raise ManifestError(f"{where}: must be a table, got {_show(body)}")
+        tenant = _validate(Tenant, {**body, "name": name}, where)
+        if not tenant.models:
+            raise ManifestError(f"{where}.models: must name at least one model (or \"*\" for all)")
+        unknown = [m for m in tenant.models if m != "*" and m not in models]
+        if unknown:
+            raise ManifestError(f"{where}.models: unknown model {unknown[0]!r} (the manifest has: {', '.join(sorted(models))})")
+        tenants.append(tenant)
+    return tuple(tenants)
 
 
 def load_manifest(path: str | Path = "models.toml") -> Manifest:

@@ -37,6 +37,7 @@ from maas_api.constants import (
     ENV_SAGEMAKER_ENDPOINT,
     ENV_SAGEMAKER_INFERENCE_COMPONENT,
     ENV_SAGEMAKER_RUNTIME_URL,
+    ENV_TENANT_KEY_IDS,
 )
 
 from . import layers as layer_builder
@@ -51,6 +52,7 @@ from .local_api import (
     serve_until_interrupted,
 )
 from .paths import materialize
+from .tenants import TenantGate, local_key_id
 from .triton.repository import local_repository_from_archive
 
 WORKER = Path(__file__).resolve().parent / "lambda_worker.py"
@@ -401,6 +403,8 @@ class TemplateStack(LocalStack):
 
     functions: dict[str, WorkerFunction] = field(default_factory=dict)
     api_key_required: bool = False
+    tenanted: bool = False
+    """The template's functions name tenants' API keys: each tenant needs its own key here too."""
     _tmp: list = field(default_factory=list)
 
     def close(self) -> None:
@@ -445,6 +449,11 @@ def template_stack(cdk_out: str | os.PathLike, root: Path, stack: str | None = N
                     env[ENV_SAGEMAKER_RUNTIME_URL] = endpoints[refs[0]]
                 elif key == ENV_SAGEMAKER_INFERENCE_COMPONENT and component_refs:
                     env[key] = components[component_refs[0]].local_name(component_refs[0])
+                elif key == ENV_TENANT_KEY_IDS:
+                    # Fn::Join(",", [Fn::Join("=", [tenant, Ref key])...]): the local API's key ids instead
+                    names = [pair["Fn::Join"][1][0] for pair in value["Fn::Join"][1]]
+                    env[key] = ",".join(f"{name}={local_key_id(name)}" for name in names)
+                    result.tenanted = True
                 else:
                     raise TemplateError(
                         f"function {fid}: {key} is only known once deployed ({json.dumps(value)[:80]}); "
@@ -483,12 +492,21 @@ def serve(cdk_out: str | os.PathLike, root: Path, host: str = DEFAULT_HOST, port
     except TemplateError as exc:
         print(f"cannot serve the template: {exc}", file=out)
         return 1
-    api, generated = keyed_api(built, api_key or os.environ.get(ENV_API_KEY))
+    gate, new_keys = None, []
+    if built.tenanted:
+        from .manifest import find_manifest, load_manifest
+
+        gate, new_keys = TenantGate.from_manifest(load_manifest(find_manifest(Path(root))))
+        api, generated = LocalApi(built.routes, tenants=gate), None
+    else:
+        api, generated = keyed_api(built, api_key or os.environ.get(ENV_API_KEY))
     url = api.start(host, port)
     print(f"maas local API from {cdk_out} on {url} ({len(built.functions)} functions, "
           f"{len(built.routes)} methods{', API key required' if built.api_key_required else ''})", file=out)
     if generated:
         print(f"  x-api-key: {generated}   (generated; pass --api-key or set {ENV_API_KEY} to choose one)", file=out)
+    for tenant in new_keys:
+        print(f"  tenant {tenant}: x-api-key {gate.keys[tenant]}   (generated once into .maas/tenant-keys.json)", file=out)
     for route in sorted(built.routes, key=lambda r: r.resource):
         print(f"  {route.method:5} {url}{route.resource}  -> {route.target.name}", file=out)
     print("(Ctrl-C stops)", file=out, flush=True)

@@ -336,8 +336,9 @@ class LocalModelBackend:
         return {"loaded": model is not None, "version": model.version if model else None, "error": self._error}
 
 
-def create_function(config: Config, s3=None) -> ApiFunction:
-    return ApiFunction(LocalModelBackend(config, s3=s3), config.catalog_path)
+def create_function(config: Config, s3=None, tenants=None) -> ApiFunction:
+    """`tenants` (maas_api.tenants.TenantPolicy): `maas serve` passes the manifest's; None reads the environment."""
+    return ApiFunction(LocalModelBackend(config, s3=s3), config.catalog_path, tenants)
 
 
 # --- the Lambda entry point ------------------------------------------------------------------

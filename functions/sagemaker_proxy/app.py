@@ -245,8 +245,9 @@ class RemoteModelBackend:
         return {"loaded": model is not None, "version": model.version if model else None, "error": self._error}
 
 
-def create_function(config: Config, client=None) -> ApiFunction:
-    return ApiFunction(RemoteModelBackend(config, client=client), config.catalog_path)
+def create_function(config: Config, client=None, tenants=None) -> ApiFunction:
+    """`tenants` (maas_api.tenants.TenantPolicy): `maas serve` passes the manifest's; None reads the environment."""
+    return ApiFunction(RemoteModelBackend(config, client=client), config.catalog_path, tenants)
 
 
 def _prepare(backend: RemoteModelBackend) -> None:

@@ -302,14 +302,15 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
 
 
 def write_catalog(manifest: Manifest) -> Path:
-    """build/catalog.json: every built model's card with its deployment target, the source of GET /models."""
+    """build/catalog.json: every built version's card with its deployment target and whether it is
+    the model's live version, the source of GET /models."""
     models = []
-    for spec in manifest.models:
+    for spec in manifest.artifacts():
         try:
             card = ModelCard.read(artifact_dir(manifest.root, spec.name, spec.version))
         except ArtifactError:
             continue
-        models.append({"target": spec.target, "description": spec.description, "card": card.to_dict()})
+        models.append({"target": spec.target, "description": spec.description, "live": spec.live, "card": card.to_dict()})
     path = manifest.root / BUILD_DIR / CATALOG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"models": models}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -329,13 +330,13 @@ def build_models(manifest: Manifest, names=None, *, force: bool = False, sign_ke
             raise BuildError(str(exc)) from None
     results = []
     try:
-        for spec in manifest.select(names):
+        for spec in manifest.artifacts(names):
             results.append(build_model(manifest, spec, force=force))
     finally:
         write_catalog(manifest)
     if signer is not None:
         try:
-            for signed in sign_models(manifest, [r.name for r in results], signer, force=False):
+            for signed in sign_models(manifest, sorted({r.name for r in results}), signer, force=False):
                 if signed.resigned:
                     _log(signed.name, f"signed card.json with key {signed.key_id[:19]}...")
         except SigningError as exc:

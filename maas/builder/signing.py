@@ -186,7 +186,7 @@ def sign_models(manifest: Manifest, names, signer: Signer, *, force: bool = True
     """Sign the built artifact of each model (every model when `names` is empty). `force=False`
     keeps a signature this key already made (a build that reused its artifact signs nothing)."""
     done = []
-    for spec in manifest.select(names):
+    for spec in manifest.artifacts(names):
         folder = artifact_dir(manifest.root, spec.name, spec.version)
         if not (folder / CARD_FILE).is_file():
             raise SigningError(f"{spec.name} {spec.version} is not built: run `maas build {spec.name}` first")

@@ -1,7 +1,8 @@
 """The model catalog every function carries: GET /models and GET /models/{name} answer from it.
 
-build/catalog.json holds, per built model, its card (maas_runtime.card.ModelCard) with the
-deployment facts that are not part of the artifact: the manifest's target and description.
+build/catalog.json holds, per built version of each model, its card (maas_runtime.card.ModelCard)
+with the deployment facts that are not part of the artifact: the manifest's target and description,
+and whether it is the model's live version (a catalog without `live` has one version per model).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from maas_runtime.card import ModelCard
 from maas_runtime.errors import ArtifactError
 
 from .errors import NotFound, Unavailable, short
-from .routes import INVOKE, route
+from .routes import INVOKE, INVOKE_VERSION, route
 
 
 class CatalogEntry:
@@ -22,10 +23,28 @@ class CatalogEntry:
         self.card = ModelCard.from_dict(data["card"])
         self.target = str(data.get("target", ""))
         self.description = str(data.get("description", ""))
+        self.live = bool(data.get("live", True))
 
     @property
     def name(self) -> str:
         return self.card.name
+
+    @property
+    def version(self) -> str:
+        return self.card.version
+
+    def summary(self) -> dict:
+        """What GET /models/{name} says of this version beside the live card: enough to choose one."""
+        card = self.card.public()
+        return {
+            "version": self.version,
+            "live": self.live,
+            "parity": {k: card["parity"][k] for k in ("metric", "figures", "threshold", "passed")},
+            "sizes": card["sizes"],
+            "pruning_sparsity": (card["optimization"].get("pruning") or {}).get("achieved"),
+            "quantization": (card["optimization"].get("quantization") or {}).get("chosen"),
+            "invoke_path": route(INVOKE_VERSION).render(name=self.name, version=self.version),
+        }
 
     @property
     def task_class(self):
@@ -37,7 +56,10 @@ class CatalogEntry:
 
 class Catalog:
     def __init__(self, entries: list[CatalogEntry]):
-        self._entries = {e.name: e for e in entries}
+        self._entries = {e.name: e for e in entries if e.live}
+        self._versions: dict[str, dict[str, CatalogEntry]] = {}
+        for e in entries:
+            self._versions.setdefault(e.name, {})[e.version] = e
 
     @classmethod
     def load(cls, path: str | os.PathLike | None) -> "Catalog":
@@ -55,11 +77,24 @@ class Catalog:
     def entry(self, name: str) -> CatalogEntry | None:
         return self._entries.get(name)
 
+    def versions(self, name: str) -> list[str]:
+        """The model's kept versions, oldest first."""
+        return sorted(self._versions.get(name, {}), key=lambda v: tuple(int(p) for p in v.split(".")))
+
+    def version_entry(self, name: str, version: str) -> CatalogEntry:
+        """The entry of one kept version; 404 naming the versions kept when there is no such one."""
+        self.card(name)  # 404 for an unknown model
+        entry = self._versions[name].get(version)
+        if entry is None:
+            raise NotFound(f"model {name!r} has no version {short(version)}; kept versions: {', '.join(self.versions(name))}")
+        return entry
+
     def summaries(self) -> list[dict]:
         return [
             {
                 "name": e.name,
                 "version": e.card.version,
+                "versions": self.versions(e.name),
                 "task": e.card.task,
                 "target": e.target,
                 "description": e.description,
@@ -73,4 +108,10 @@ class Catalog:
         entry = self._entries.get(name)
         if entry is None:
             raise NotFound(f"unknown model {short(name)}; known models: {', '.join(self.names()) or 'none'}")
-        return {**entry.card.public(), "target": entry.target, "description": entry.description}
+        return {**entry.card.public(), "target": entry.target, "description": entry.description,
+                "versions": [self._versions[name][v].summary() for v in self.versions(name)]}
+
+    def version_card(self, name: str, version: str) -> dict:
+        """One kept version's public card."""
+        entry = self.version_entry(name, version)
+        return {**entry.card.public(), "target": entry.target, "description": entry.description, "live": entry.live}

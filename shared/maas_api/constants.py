@@ -23,6 +23,12 @@ ENV_SAGEMAKER_RUNTIME_URL = "MAAS_SAGEMAKER_RUNTIME_URL"
 """Local only: an endpoint override for the sagemaker-runtime client. Unset in AWS."""
 ENV_API_KEY = "MAAS_API_KEY"
 """Local only: the x-api-key `maas serve` requires. In AWS, API Gateway checks keys."""
+ENV_TENANT_KEY_IDS = "MAAS_TENANT_KEY_IDS"
+"""Every tenant's API key id, "acme=abc123,globex=def456" (CDK joins the keys' refs; never a key's
+value): a request's requestContext.identity.apiKeyId names its tenant in logs and metrics."""
+ENV_ALLOWED_TENANTS = "MAAS_ALLOWED_TENANTS"
+"""The tenants that may call this function's model, "acme,globex" (a usage plan cannot forbid a
+method, so the function answers 403 to the others). Unset: no tenant rules."""
 ENV_TMP_DIR = "MAAS_TMP_DIR"
 """Where S3 artifacts are downloaded (default: the system temp folder, /tmp in Lambda)."""
 
@@ -39,6 +45,9 @@ METRIC_SERVER_ERRORS = "server_errors"
 METRIC_DIMENSION_MODEL = "model"
 METRIC_DIMENSION_VERSION = "version"
 METRIC_DIMENSION_SERVICE = "service"
+METRIC_DIMENSION_TENANT = "tenant"
+TENANT_METRICS = ("requests", "inputs", "input_tokens")
+"""Counted per tenant and model on every answered prediction or explanation: what `maas usage` reports."""
 
 # --- request limits ----------------------------------------------------------------------------
 MAX_BODY_BYTES = 5 * 1024 * 1024

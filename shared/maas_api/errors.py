@@ -34,6 +34,7 @@ class ApiError(Exception):
 
 # The kinds of failure a client can see: one line each, a table of status and stable code.
 class BadRequest(ApiError): status, code = HTTPStatus.BAD_REQUEST, "bad_request"
+class Forbidden(ApiError): status, code = HTTPStatus.FORBIDDEN, "forbidden"
 class NotFound(ApiError): status, code = HTTPStatus.NOT_FOUND, "not_found"
 class MethodNotAllowed(ApiError): status, code = HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed"
 class PayloadTooLarge(ApiError): status, code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large"

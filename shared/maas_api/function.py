@@ -39,6 +39,7 @@ from . import __version__
 from .catalog import Catalog
 from .constants import HEALTH_CACHE_S, JSON, MAX_BODY_BYTES, MAX_JSON_DEPTH, METRICS_NAMESPACE, REQUEST_ID_HEADER
 from .constants import METRIC_DIMENSION_MODEL, METRIC_DIMENSION_SERVICE, METRIC_DIMENSION_VERSION, METRIC_SERVER_ERRORS
+from .constants import METRIC_DIMENSION_TENANT
 from .errors import (
     ApiError,
     BadRequest,
@@ -52,6 +53,7 @@ from .errors import (
     short,
 )
 from .routes import EMBEDDING_TASK, ROUTES, RouteSpec, allowed_methods, find
+from .tenants import TenantPolicy
 from .schemas import EmbeddingsRequest, ExplainRequest, Health, InvokeRequest, ModelList
 
 # Health, catalog and error answers record no metric by design; Powertools warns about each one.
@@ -184,9 +186,10 @@ def _float32_base64(vector: list[float]) -> str:
 class ApiFunction:
     """The handler for one model, with its own resolver, logger, tracer and metrics."""
 
-    def __init__(self, backend: Backend, catalog_path: str | None):
+    def __init__(self, backend: Backend, catalog_path: str | None, tenants: TenantPolicy | None = None):
         self.backend = backend
         self.catalog_path = catalog_path
+        self.tenants = tenants if tenants is not None else TenantPolicy.from_env()
         self._catalog: Catalog | None = None
         self._openapi: dict[bool, str] = {}
         self._health: tuple[float, Health | ApiError] | None = None
@@ -217,6 +220,9 @@ class ApiFunction:
 
     def _resolve(self, event: dict, context) -> dict:
         request_id = request_id_of(event, context)
+        tenant = self.tenants.tenant(event)
+        if tenant is not None:
+            self.logger.append_keys(tenant=tenant)
         method = str(event.get("httpMethod") or "").upper()
         path = str(event.get("path") or "/")
         try:
@@ -308,6 +314,17 @@ class ApiFunction:
             raise NotFound(f"model {short(name)} is served by its own function, not this one ({self.backend.name!r})")
         raise NotFound(f"unknown model {short(name)}; known models: {', '.join(known)} (GET /models lists them)")
 
+    def own_version(self, name: str, version: str) -> None:
+        """Refuse (404) a pinned path naming a version this function does not serve: an unknown one
+        (naming the versions kept), or one served by another version's function."""
+        self.own_model(name)
+        self.catalog.version_entry(name, version)
+        self.backend.task()  # loads the model: the backend then knows its version
+        served = self.backend.status().get("version")
+        if served != version:
+            raise NotFound(f"version {short(version)} of {name!r} is served by its own function, not this one "
+                           f"({served!r}); POST /models/{name}/versions/{short(version)}/invoke reaches it through the API")
+
     def predict(self, inputs: list, parameters: dict) -> dict:
         """The backend's answer, timed, traced, logged and recorded as metrics."""
         return self._answer("predict", self.backend.predict, inputs, parameters)
@@ -318,6 +335,8 @@ class ApiFunction:
         return self._answer("explain", self.backend.explain, inputs, parameters)
 
     def _answer(self, operation: str, call: Callable[[list, dict], dict], inputs: list, parameters: dict) -> dict:
+        event = self.app.current_event.raw_event
+        self.tenants.check(event, self.backend.name)
         started = time.perf_counter()
         span = nullcontext() if self.tracer is None else self.tracer.provider.in_subsegment(f"## {operation}")
         with span:
@@ -326,11 +345,25 @@ class ApiFunction:
         usage = result.get("usage") or {}
         if self._record_metrics:
             self._add_metrics(latency_ms, len(inputs), usage, "latency" if operation == "predict" else f"{operation}_latency")
+            tenant = self.tenants.tenant(event)
+            if tenant is not None:
+                self._count_tenant_usage(tenant, len(inputs), usage)
         self.logger.info(
             "invoked" if operation == "predict" else operation,
             extra={"batch_size": len(inputs), "latency_ms": round(latency_ms, 2), "usage": usage},
         )
         return result
+
+    def _count_tenant_usage(self, tenant: str, batch_size: int, usage: dict) -> None:
+        """requests, inputs and input_tokens by model and tenant, flushed now as one EMF record: what
+        `maas usage` reads from CloudWatch. Its own record, so the model's other metrics keep their
+        dimensions (and the alarms and dashboards on them)."""
+        metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=self.metrics.service)
+        metrics.set_default_dimensions(**{METRIC_DIMENSION_MODEL: self.backend.name, METRIC_DIMENSION_TENANT: tenant})
+        metrics.add_metric(name="requests", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="inputs", unit=MetricUnit.Count, value=batch_size)
+        metrics.add_metric(name="input_tokens", unit=MetricUnit.Count, value=int(usage.get("input_tokens", 0)))
+        metrics.flush_metrics()
 
     def _add_metrics(self, latency_ms: float, batch_size: int, usage: dict, latency: str = "latency") -> None:
         self.metrics.add_metric(name=latency, unit=MetricUnit.Milliseconds, value=latency_ms)
@@ -489,15 +522,31 @@ class Operations:
         self.fn.own_model(name)
         return self.fn.explain(body.inputs, body.parameters)
 
+    def get_version(self, name: str, version: str) -> dict:
+        return self.fn.catalog.version_card(name, version)
+
+    def invoke_version(self, name: str, version: str, body: InvokeRequest) -> dict:
+        self.fn.own_version(name, version)
+        return self.fn.predict(body.inputs, body.parameters)
+
+    def explain_version(self, name: str, version: str, body: ExplainRequest) -> dict:
+        self.fn.own_version(name, version)
+        return self.fn.explain(body.inputs, body.parameters)
+
     def embeddings(self, body: EmbeddingsRequest) -> dict:
         return self._embeddings(body, None)
 
     def model_embeddings(self, name: str, body: EmbeddingsRequest) -> dict:
         return self._embeddings(body, name)
 
-    def _embeddings(self, body: EmbeddingsRequest, path_name: str | None) -> dict:
+    def version_embeddings(self, name: str, version: str, body: EmbeddingsRequest) -> dict:
+        return self._embeddings(body, name, version)
+
+    def _embeddings(self, body: EmbeddingsRequest, path_name: str | None, version: str | None = None) -> dict:
         own = self.fn.backend.name
-        if path_name is not None:
+        if version is not None:
+            self.fn.own_version(path_name, version)
+        elif path_name is not None:
             self.fn.own_model(path_name)
         if body.model != own:
             hint = (

@@ -22,7 +22,7 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from .constants import API_KEY_HEADER, JSON
-from .routes import EMBEDDING_TASK, ERRORS, ROUTES, SHARED, RouteSpec
+from .routes import EMBEDDING_TASK, ERRORS, ROUTES, SHARED, VERSION, RouteSpec
 from .schemas import (
     EmbeddingsRequest,
     EmbeddingsResponse,
@@ -69,8 +69,15 @@ def document(catalog, answering_model: str, *, api_key_required: bool, title: st
                 spec, spec.operation, entry, shared_refs, error_ref, api_key_required)
             continue
         for name, entry in entries.items():
-            if spec.serves(entry.card.task):
-                operation_id = f"{spec.operation}_{re.sub(r'[^A-Za-z0-9]+', '_', name)}"
+            if spec.scope == VERSION:
+                for version in catalog.versions(name):
+                    pinned = catalog.version_entry(name, version)
+                    if spec.serves(pinned.card.task):
+                        operation_id = f"{spec.operation}_{_identifier(name)}_{_identifier(version)}"
+                        paths.setdefault(spec.render(name=name, version=version), {})[spec.method.lower()] = _operation(
+                            spec, operation_id, pinned, shared_refs, error_ref, api_key_required)
+            elif spec.serves(entry.card.task):
+                operation_id = f"{spec.operation}_{_identifier(name)}"
                 paths.setdefault(spec.render(name=name), {})[spec.method.lower()] = _operation(
                     spec, operation_id, entry, shared_refs, error_ref, api_key_required)
     doc: dict[str, Any] = {
@@ -82,6 +89,10 @@ def document(catalog, answering_model: str, *, api_key_required: bool, title: st
     if api_key_required:
         doc["security"] = [{SECURITY_SCHEME: []}]
     return doc
+
+
+def _identifier(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text)
 
 
 def _operation(spec: RouteSpec, operation_id: str, entry, shared_refs: dict, error_ref: dict,
@@ -122,7 +133,7 @@ def _schemas(spec: RouteSpec, entry, shared_refs: dict) -> tuple[dict | None, di
             return _plain(ExplainRequest, "validation"), _plain(ExplainResponse, "serialization")
         return _explain_request(entry), _explain_response(entry)
     if spec.response is dict and entry is not None:
-        return None, _card(entry)
+        return None, _card(entry, pinned=spec.scope == VERSION)
     raise ValueError(f"{spec.operation}: no schema for its request {spec.request} or answer {spec.response}")
 
 
@@ -222,8 +233,22 @@ def _embeddings_response(entry) -> dict:
     return schema
 
 
-def _card(entry) -> dict:
-    """GET /models/<name>: the card as ModelCard.public() gives it, plus the deployment's facts."""
+_VERSION_SUMMARY = {
+    "type": "object",
+    "description": "A kept version: whether it is live, its parity figures against its fp32 original, its sizes",
+    "properties": {
+        "version": {"type": "string"}, "live": {"type": "boolean"}, "parity": {"type": "object"},
+        "sizes": {"type": "object"}, "pruning_sparsity": {"type": ["number", "null"]},
+        "quantization": {"type": ["string", "null"]}, "invoke_path": {"type": "string"},
+    },
+    "required": ["version", "live", "parity", "sizes", "invoke_path"],
+}
+
+
+def _card(entry, pinned: bool = False) -> dict:
+    """GET /models/<name>: the live card as ModelCard.public() gives it, plus the deployment's facts
+    and every kept version; GET /models/<name>/versions/<version>: that version's card and whether
+    it is live."""
     schema = TypeAdapter(type(entry.card)).json_schema(mode="serialization")
     schema = _inline_defs(schema, schema.pop("$defs", {}))
     props = schema["properties"]
@@ -232,7 +257,13 @@ def _card(entry) -> dict:
     props["version"] = {"const": entry.card.version}
     props["target"] = {"type": "string", "description": "lambda or sagemaker"}
     props["description"] = {"type": "string"}
-    schema["required"] = sorted({*schema.get("required", ()), "target", "description"} - {"build"})
+    if pinned:
+        props["live"] = {"type": "boolean"}
+        extra = "live"
+    else:
+        props["versions"] = {"type": "array", "items": _VERSION_SUMMARY}
+        extra = "versions"
+    schema["required"] = sorted({*schema.get("required", ()), "target", "description", extra} - {"build"})
     schema["title"] = f"ModelCard[{entry.card.name}]"
     return schema
 

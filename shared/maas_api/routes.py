@@ -5,9 +5,11 @@ local API (maas/local_api.py) are all generated from `ROUTES`, so a route cannot
 of them and not the others. Paths use API Gateway's syntax (`/models/{name}/invoke`);
 `RouteSpec.rule` gives Powertools' (`/models/<name>/invoke`).
 
-Scope: a "model" route exists once per model and is answered by that model's own function
-(`tasks` narrows it to models of those tasks); a "shared" route exists once per API and is
-answered by the default function. Imports no Powertools and no AWS SDK.
+Scope: a "model" route exists once per model and is answered by that model's own function, which
+serves its live version (`tasks` narrows it to models of those tasks); a "version" route exists
+once per kept version of a model (a call pinned to that version) and is answered by that version's
+function; a "shared" route exists once per API and is answered by the default function. Imports no
+Powertools and no AWS SDK.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .schemas import (
 )
 
 MODEL = "model"
+VERSION = "version"
 SHARED = "shared"
 EMBEDDING_TASK = "embedding"
 """The task whose models answer the OpenAI embeddings routes."""
@@ -72,20 +75,23 @@ class RouteSpec:
     errors: tuple[int, ...]
     """The error statuses the function answers on this route (keys of ERRORS)."""
     scope: str
-    """MODEL (one per model, that model's function) or SHARED (once, the default function)."""
+    """MODEL (one per model, its live function), VERSION (one per kept version, that version's
+    function) or SHARED (once, the default function)."""
     tasks: frozenset[str] | None = None
-    """For a MODEL route: only models of these tasks have it. None: every model."""
+    """For a MODEL or VERSION route: only models of these tasks have it. None: every model."""
     documented: bool = True
     """Listed in /openapi.json."""
     _regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        if self.scope not in (MODEL, SHARED):
-            raise ValueError(f"{self.path}: scope must be {MODEL!r} or {SHARED!r}")
+        if self.scope not in (MODEL, VERSION, SHARED):
+            raise ValueError(f"{self.path}: scope must be {MODEL!r}, {VERSION!r} or {SHARED!r}")
         if self.scope == MODEL and self.params != ("name",):
             raise ValueError(f"{self.path}: a model route takes exactly the {{name}} parameter")
-        if self.tasks is not None and self.scope != MODEL:
-            raise ValueError(f"{self.path}: only a model route can be limited to some tasks")
+        if self.scope == VERSION and self.params != ("name", "version"):
+            raise ValueError(f"{self.path}: a version route takes exactly the {{name}} and {{version}} parameters")
+        if self.tasks is not None and self.scope == SHARED:
+            raise ValueError(f"{self.path}: only a model or version route can be limited to some tasks")
         unknown = set(self.errors) - set(ERRORS)
         if unknown:
             raise ValueError(f"{self.path}: undocumented error statuses {sorted(unknown)}")
@@ -115,8 +121,8 @@ class RouteSpec:
         return found.groupdict() if found else None
 
     def serves(self, task: str) -> bool:
-        """Whether a model of this task has this route (MODEL routes only)."""
-        return self.scope == MODEL and (self.tasks is None or task in self.tasks)
+        """Whether a model (MODEL routes) or a model's version (VERSION routes) of this task has this route."""
+        return self.scope != SHARED and (self.tasks is None or task in self.tasks)
 
 
 ROUTES: tuple[RouteSpec, ...] = (
@@ -140,10 +146,24 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "/models/{name}/v1/embeddings", "model_embeddings",
               "OpenAI-compatible embeddings for one model (base_url .../models/<name>/v1)",
               EmbeddingsRequest, EmbeddingsResponse, _PREDICT_ERRORS, MODEL, tasks=frozenset({EMBEDDING_TASK})),
+    RouteSpec("GET", "/models/{name}/versions/{version}", "get_version",
+              "One kept version's card: its parity figures, sizes and sha256s",
+              None, dict, (404, 503), VERSION),
+    RouteSpec("POST", "/models/{name}/versions/{version}/invoke", "invoke_version",
+              "Run one pinned version of the model on a batch of inputs",
+              InvokeRequest, InvokeResponse, _PREDICT_ERRORS, VERSION),
+    RouteSpec("POST", "/models/{name}/versions/{version}/explain", "explain_version",
+              "Per-input attributions (Kernel SHAP) computed with one pinned version of the model",
+              ExplainRequest, ExplainResponse, _PREDICT_ERRORS, VERSION, tasks=EXPLAIN_TASKS),
+    RouteSpec("POST", "/models/{name}/versions/{version}/v1/embeddings", "version_embeddings",
+              "OpenAI-compatible embeddings from one pinned version (base_url .../models/<name>/versions/<version>/v1)",
+              EmbeddingsRequest, EmbeddingsResponse, _PREDICT_ERRORS, VERSION, tasks=frozenset({EMBEDDING_TASK})),
 )
 
 INVOKE = "invoke"
 """The operation every model answers: its alarms, dashboards and outputs name this route."""
+INVOKE_VERSION = "invoke_version"
+"""The same for one pinned version."""
 
 
 def route(operation: str) -> RouteSpec:
@@ -157,6 +177,11 @@ def route(operation: str) -> RouteSpec:
 def model_routes(task: str | None = None) -> list[RouteSpec]:
     """The MODEL routes a model of `task` has; every MODEL route when task is None."""
     return [s for s in ROUTES if s.scope == MODEL and (task is None or s.serves(task))]
+
+
+def version_routes(task: str | None = None) -> list[RouteSpec]:
+    """The VERSION routes each kept version of a model of `task` has; every one when task is None."""
+    return [s for s in ROUTES if s.scope == VERSION and (task is None or s.serves(task))]
 
 
 def shared_routes() -> list[RouteSpec]:
@@ -182,9 +207,11 @@ def default_model(models: Iterable[tuple[str, str, str]]) -> str:
     return (embedding or light or models)[0][0]
 
 
-def deployed(models: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-    """(method, concrete path) of every route an API serving these (name, task) models has."""
+def deployed(models: Iterable[tuple]) -> set[tuple[str, str]]:
+    """(method, concrete path) of every route an API serving these (name, task[, versions]) models has."""
     found = {(s.method, s.path) for s in shared_routes()}
-    for name, task in models:
+    for name, task, *versions in models:
         found |= {(s.method, s.render(name=name)) for s in model_routes(task)}
+        for version in (versions[0] if versions else ()):
+            found |= {(s.method, s.render(name=name, version=version)) for s in version_routes(task)}
     return found

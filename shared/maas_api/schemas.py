@@ -117,7 +117,9 @@ class EmbeddingsResponse(BaseModel):
 
 class ModelSummary(BaseModel):
     name: str
-    version: str
+    version: str = Field(..., description="The live version: what invoke_path answers from")
+    versions: list[str] = Field(default_factory=list, description="Every kept version, oldest first "
+                                "(each at /models/<name>/versions/<version>/invoke)")
     task: str
     target: str
     description: str = ""

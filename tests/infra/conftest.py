@@ -23,6 +23,13 @@ def missing_artifacts(manifest) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def model_functions(manifest) -> int:
+    """How many model functions the stack makes of the shipped manifest: one per model, one more per
+    kept version of a model keeping several (each with its pre-traffic hook and its live alias)."""
+    return sum(1 + (len(s.versions) if s.side_by_side else 0) for s in manifest.models)
+
+
+@pytest.fixture(scope="session")
 def artifacts(manifest):
     """The shipped models' build output; skips (with the command to run) when build/ lacks it."""
     missing = missing_artifacts(manifest)
@@ -103,16 +110,32 @@ VARIANT_CHANGES = (
     # minilm-gpu scales to zero (an inference component)
     ("min_instances = 1, max_instances = 4", "min_instances = 0, max_instances = 4"),
 )
+VARIANT_TENANTS = """
+[tenants.acme]
+models = ["*"]
+rate = 20
+burst = 40
+quota = 100000
+
+[tenants.globex]
+models = ["digits"]
+rate = 5
+burst = 10
+quota = 1000
+quota_period = "month"
+"""
+"""Two customers of the variant's API, each with its own key, usage plan and models."""
 
 
 @pytest.fixture(scope="session")
 def variant(artifacts, tmp_path_factory) -> Synth:
     """The shipped manifest changed without touching code: minilm on SageMaker; digits on x86_64,
-    its artifact in S3 and 5 reserved concurrent executions; minilm-gpu scaled to zero."""
+    its artifact in S3 and 5 reserved concurrent executions; minilm-gpu scaled to zero; two tenants."""
     text = (artifacts.root / "models.toml").read_text()
     for old, new in VARIANT_CHANGES:
         assert old in text, old
         text = text.replace(old, new, 1)
+    text += VARIANT_TENANTS
     root = project_copy(tmp_path_factory.mktemp("variant"), artifacts.root, text)
     layer_cache = artifacts.root / ".cache" / "layers"
     return synthesize(root / "cdk.out", {"maas:manifest": str(root / "models.toml"), "maas:layerCache": str(layer_cache)})

@@ -39,8 +39,9 @@ def _resolver_routes(function) -> set[tuple[str, str]]:
     return {(r.method, r.openapi_path) for r in app._static_routes + app._dynamic_routes}
 
 
-def _per_model(pairs: set[tuple[str, str]], models: list[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Each {name} route once per model that has it (by the table's task filter), the rest as they are."""
+def _per_model(pairs: set[tuple[str, str]], models: list[tuple]) -> set[tuple[str, str]]:
+    """Each {name} route once per model that has it (by the table's task filter), each {version}
+    route once per kept version, the rest as they are."""
     table = {(s.method, s.path): s for s in routes.ROUTES}
     found = set()
     for method, path in pairs:
@@ -48,15 +49,16 @@ def _per_model(pairs: set[tuple[str, str]], models: list[tuple[str, str]]) -> se
             found.add((method, path))
             continue
         spec = table.get((method, path))
-        for name, task in models:
+        for name, task, versions in models:
             if spec is None or spec.serves(task):
-                found.add((method, path.replace("{name}", name)))
+                for version in versions if "{version}" in path else (None,):
+                    found.add((method, path.replace("{name}", name).replace("{version}", version or "")))
     return found
 
 
 def test_resolver_template_and_local_api_serve_the_same_routes(function, synth, local_stack, manifest):
     # GIVEN the shipped manifest's models
-    models = [(s.name, s.task) for s in manifest.models]
+    models = [(s.name, s.task, s.versions) for s in manifest.models]
     # WHEN the routes are read from each of the three places that serve the API
     resolver = _per_model(_resolver_routes(function), models)
     template = {(m.http_method, m.path) for m in load_assembly(synth.outdir).methods}
@@ -71,43 +73,51 @@ def test_resolver_template_and_local_api_serve_the_same_routes(function, synth, 
 def test_every_route_is_documented_per_model_from_the_table_and_the_cards(function, manifest):
     # GIVEN the OpenAPI document the function generates from the table, the catalog and the models
     doc = json.loads(function.openapi_json())
-    models = [(s.name, s.task) for s in manifest.models]
+    models = [(s.name, s.task, s.versions) for s in manifest.models]
     # THEN its operations are exactly the table's documented routes, each model's own under its own path
     documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
     expected = {(m, p) for m, p in routes.deployed(models) if p != routes.route("openapi").path}
     assert documented == expected
-    catalog = {e["card"]["name"]: e["card"] for e in json.loads(Path(function.catalog_path).read_text())["models"]}
+    catalog = {(e["card"]["name"], e["card"]["version"]): e["card"]
+               for e in json.loads(Path(function.catalog_path).read_text())["models"]}
     for spec in routes.ROUTES:
         if not spec.documented:
             continue
-        for name, task in (models if spec.scope == routes.MODEL else [(None, None)]):
+        for name, task, versions in (models if spec.scope != routes.SHARED else [(None, None, ())]):
             if name is not None and not spec.serves(task):
                 continue
-            path = spec.render(name=name) if name else spec.path
-            operation = doc["paths"][path][spec.method.lower()]
-            assert operation["operationId"].startswith(spec.operation) and operation["summary"] == spec.summary
-            # ... with the success answer's schema and every error status of the route, with the envelope
-            assert operation["responses"]["200"]["content"]["application/json"]["schema"]
-            for status in (*spec.errors, 500):
-                error = operation["responses"][str(status)]["content"]["application/json"]["schema"]
-                assert error == {"$ref": "#/components/schemas/ErrorResponse"}, (path, status)
-            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
-            assert (body is None) == (spec.request is None), path
-            if spec.operation == routes.INVOKE:
-                # ... and the model's own inputs: its batch size, strings or 8x8 pixel arrays
-                inputs = body["properties"]["inputs"]
-                assert inputs["maxItems"] == catalog[name]["serving"]["max_batch"]
-                item = inputs["items"]
-                if catalog[name]["inputs"]["type"] == "text":
-                    assert item["type"] == "string" and item["maxLength"] > 0
-                else:
-                    assert {v["maxItems"] for v in item["oneOf"]} == {8, 64}
+            for version in versions if spec.scope == routes.VERSION else (None,):
+                _check_documented(doc, spec, spec.render(name=name, version=version) if name else spec.path,
+                                  catalog.get((name, version or manifest.get(name).version)) if name else None)
     # without a key in front, no security scheme and no 403; with one, both
     assert "security" not in doc and "403" not in doc["paths"]["/health"]["get"]["responses"]
     keyed = json.loads(function.openapi_json(True))
     assert keyed["security"] == [{"apiKey": []}]
     assert keyed["components"]["securitySchemes"]["apiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
     assert "403" in keyed["paths"]["/models/digits/invoke"]["post"]["responses"]
+    assert "403" in keyed["paths"]["/models/digits/versions/1.1.0/invoke"]["post"]["responses"]
+
+
+def _check_documented(doc: dict, spec, path: str, card: dict | None) -> None:
+    """One operation of the document: its id, summary, success and error answers, and the card's own inputs."""
+    operation = doc["paths"][path][spec.method.lower()]
+    assert operation["operationId"].startswith(spec.operation) and operation["summary"] == spec.summary
+    # ... with the success answer's schema and every error status of the route, with the envelope
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]
+    for status in (*spec.errors, 500):
+        error = operation["responses"][str(status)]["content"]["application/json"]["schema"]
+        assert error == {"$ref": "#/components/schemas/ErrorResponse"}, (path, status)
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    assert (body is None) == (spec.request is None), path
+    if spec.operation in (routes.INVOKE, routes.INVOKE_VERSION):
+        # ... and the model's own inputs: its batch size, strings or 8x8 pixel arrays
+        inputs = body["properties"]["inputs"]
+        assert inputs["maxItems"] == card["serving"]["max_batch"]
+        item = inputs["items"]
+        if card["inputs"]["type"] == "text":
+            assert item["type"] == "string" and item["maxLength"] > 0
+        else:
+            assert {v["maxItems"] for v in item["oneOf"]} == {8, 64}
 
 
 def test_the_resolver_validates_bodies_against_the_tables_request_models(function):
@@ -125,7 +135,7 @@ def test_the_resolver_validates_bodies_against_the_tables_request_models(functio
 def test_wrong_methods_and_unknown_paths_answer_405_and_404_from_the_table(function):
     # GIVEN an event for each path of the table with a method it does not take
     for spec in routes.ROUTES:
-        path = spec.render(name="digits") if spec.params else spec.path
+        path = spec.render(name="digits", version="1.1.0") if spec.params else spec.path
         wrong = "DELETE"
         event = {"httpMethod": wrong, "path": path, "headers": {}, "requestContext": {"requestId": "r"}}
         # WHEN the function answers

@@ -10,7 +10,7 @@ import time
 import pytest
 
 
-def test_cdk_cli_synth_offline(artifacts, repo_root, tmp_path):
+def test_cdk_cli_synth_offline(artifacts, repo_root, tmp_path, model_functions):
     cdk = repo_root / "node_modules" / ".bin" / "cdk"
     if not cdk.exists():
         pytest.skip("the CDK CLI is not installed: run `npm ci` (package.json pins aws-cdk)")
@@ -25,7 +25,8 @@ def test_cdk_cli_synth_offline(artifacts, repo_root, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     template = json.loads((tmp_path / "cdk.out" / "Maas.template.json").read_text())
     kinds = [r["Type"] for r in template["Resources"].values()]
-    assert kinds.count("AWS::Lambda::Function") == 2 * len(artifacts.models)  # each model's, and its pre-traffic hook
+    # each model function (a model's, a kept version's), and its pre-traffic hook
+    assert kinds.count("AWS::Lambda::Function") == 2 * model_functions
     assert kinds.count("AWS::SageMaker::Endpoint") == sum(s.target == "sagemaker" for s in artifacts.models)
     # The CLI hands the app a default region (us-east-1 without AWS configuration): none is baked in
     # (the Triton image's region -> account table lists every region, and is looked up at deploy time).

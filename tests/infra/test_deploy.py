@@ -155,21 +155,22 @@ def _method_settings(synth) -> dict[tuple[str, str], dict]:
 
 
 def _budgets(result, api_props) -> dict[str, tuple[int, float]]:
-    """(concurrency, rate) each model's function can take, from the template and the manifest alone:
-    its reserved concurrency or an equal share of the unreserved rest, over the mean invocation
-    time, and no faster than its endpoint (if any) answers at full scale."""
-    functions = {_env(f)["MAAS_MODEL_NAME"]: f["Properties"] for f in result.of_type("AWS::Lambda::Function").values()
+    """(concurrency, rate) each model function can take (by logical id), from the template and the
+    manifest alone: its reserved concurrency or an equal share of the unreserved rest, over the mean
+    invocation time, and no faster than its endpoint (if any) answers at full scale."""
+    functions = {lid: f["Properties"] for lid, f in result.of_type("AWS::Lambda::Function").items()
                  if "MAAS_MODEL_NAME" in _env(f)}
     reserved = {n: p["ReservedConcurrentExecutions"] for n, p in functions.items() if "ReservedConcurrentExecutions" in p}
     unreserved = api_props.lambda_concurrency - sum(reserved.values())
     budgets = {}
-    for name in functions:
-        concurrency = reserved.get(name) or unreserved // (len(functions) - len(reserved))
+    for lid, props in functions.items():
+        name = props["Environment"]["Variables"]["MAAS_MODEL_NAME"]
+        concurrency = reserved.get(lid) or unreserved // (len(functions) - len(reserved))
         rate = concurrency / api_props.mean_invocation_s
         sagemaker = result.stack.manifest.get(name).sagemaker
         if result.stack.models[name].endpoint is not None:
             rate = min(rate, sagemaker.max_instances * sagemaker.target_invocations_per_instance / 60)
-        budgets[name] = (concurrency, rate)
+        budgets[lid] = (concurrency, rate)
     return budgets
 
 
@@ -181,16 +182,15 @@ def test_every_route_is_throttled_below_what_its_function_can_take(which, reques
     settings = _method_settings(result)
     stage_default = settings[("*", "/*")]
     assembly = load_assembly(result.outdir)
-    names = {fid: f.environment.get("MAAS_MODEL_NAME") for fid, f in assembly.functions.items()}
     bursts, rates, routes = defaultdict(int), defaultdict(float), defaultdict(int)
     for method in assembly.methods:
         # Every method has its own throttle, never above the stage's ...
         own = settings[(method.http_method, method.path)]
         assert 1 <= own["ThrottlingBurstLimit"] <= stage_default["ThrottlingBurstLimit"]
         assert 0 < own["ThrottlingRateLimit"] <= stage_default["ThrottlingRateLimit"]
-        bursts[names[method.function_id]] += own["ThrottlingBurstLimit"]
-        rates[names[method.function_id]] += own["ThrottlingRateLimit"]
-        routes[names[method.function_id]] += 1
+        bursts[method.function_id] += own["ThrottlingBurstLimit"]
+        rates[method.function_id] += own["ThrottlingRateLimit"]
+        routes[method.function_id] += 1
     # ... and all the methods one function answers together stay within what that function can take
     # (each method lets at least one request through: a burst of 0 would close it).
     budgets = _budgets(result, ModelApiProps())
@@ -204,12 +204,17 @@ def test_every_route_is_throttled_below_what_its_function_can_take(which, reques
 def test_no_reserved_concurrency_by_default_and_the_opt_in_is_honoured(synth, variant):
     for function in synth.of_type("AWS::Lambda::Function").values():
         assert "ReservedConcurrentExecutions" not in function["Properties"]
-    reserved = {_env(f)["MAAS_MODEL_NAME"]: f["Properties"]["ReservedConcurrentExecutions"]
-                for f in variant.of_type("AWS::Lambda::Function").values()
+    reserved = {lid: f["Properties"]["ReservedConcurrentExecutions"]
+                for lid, f in variant.of_type("AWS::Lambda::Function").items()
                 if "ReservedConcurrentExecutions" in f["Properties"]}
-    assert reserved == {"digits": 5}
-    digits = [m for (verb, path), m in _method_settings(variant).items() if path.startswith("/models/digits")]
-    assert digits and sum(m["ThrottlingBurstLimit"] for m in digits) <= 5
+    # digits' live function and each of its two versions' own functions reserve 5 each
+    assert sorted(reserved.values()) == [5, 5, 5] and all(lid.startswith("Digits") for lid in reserved)
+    assembly = load_assembly(variant.outdir)
+    settings = _method_settings(variant)
+    for fid in reserved:
+        answered = [settings[(m.http_method, m.path)] for m in assembly.methods
+                    if m.function_id == fid and m.path.startswith("/models/digits")]
+        assert answered and sum(m["ThrottlingBurstLimit"] for m in answered) <= 5
 
 
 def test_the_gateway_caps_inputs_at_each_models_batch_limit(synth, manifest):

@@ -28,14 +28,20 @@ def _as_list(value):
 
 
 def test_one_function_per_light_model_and_a_proxy_per_heavy_model(synth, manifest):
+    from infra.stack import logical_name
+
     # GIVEN the shipped manifest, WHEN synthesized
-    functions = {_model_name(f): f for f in synth.of_type("AWS::Lambda::Function").values() if _model_name(f)}
-    # THEN every model has exactly one function: its own (light) or the SageMaker proxy (heavy),
-    # and beside it only its canary's pre-traffic hook
+    served = [(lid, f) for lid, f in synth.of_type("AWS::Lambda::Function").items() if _model_name(f)]
+    functions = {_model_name(f): f for lid, f in served
+                 if lid.startswith(logical_name(_model_name(f)) + "Function")}
+    # THEN every model has its live function: its own (light) or the SageMaker proxy (heavy), one
+    # more per kept version of a model keeping several, and beside each only its canary's pre-traffic hook
     assert sorted(functions) == sorted(s.name for s in manifest.models)
+    expected = sum(1 + (len(s.versions) if s.side_by_side else 0) for s in manifest.models)
+    assert len(served) == expected
     hooks = [f for f in synth.of_type("AWS::Lambda::Function").values() if "MAAS_HOOK_TARGET_VERSION" in json.dumps(f)]
-    assert len(hooks) == len(manifest.models)
-    assert len(synth.of_type("AWS::Lambda::Function")) == 2 * len(manifest.models)
+    assert len(hooks) == expected
+    assert len(synth.of_type("AWS::Lambda::Function")) == 2 * expected
     for spec in manifest.models:
         props = functions[spec.name]["Properties"]
         env = props["Environment"]["Variables"]
@@ -138,13 +144,26 @@ def test_every_route_reaches_the_right_function(synth, manifest):
         ("GET", "/openapi.json"): default, ("POST", "/v1/embeddings"): default,
     }
     for spec in manifest.models:
-        expected[("GET", f"/models/{spec.name}")] = spec.name
-        expected[("POST", f"/models/{spec.name}/invoke")] = spec.name
-        if spec.task == "embedding":
-            expected[("POST", f"/models/{spec.name}/v1/embeddings")] = spec.name
-        if spec.task in EXPLAIN_TASKS:
-            expected[("POST", f"/models/{spec.name}/explain")] = spec.name
+        for prefix in (f"/models/{spec.name}", *(f"/models/{spec.name}/versions/{v}" for v in spec.versions)):
+            expected[("GET", prefix)] = spec.name
+            expected[("POST", f"{prefix}/invoke")] = spec.name
+            if spec.task == "embedding":
+                expected[("POST", f"{prefix}/v1/embeddings")] = spec.name
+            if spec.task in EXPLAIN_TASKS:
+                expected[("POST", f"{prefix}/explain")] = spec.name
     assert routes == expected
+    # A model keeping several versions: each version's routes reach a function of their own, which
+    # packages that version's artifact (its card says so), never the live function.
+    answering = {(m.http_method, m.path): m.function_id for m in assembly.methods}
+    side_by_side = [s for s in manifest.models if s.side_by_side]
+    assert side_by_side, "the shipped manifest keeps two versions of digits"
+    for spec in side_by_side:
+        live = answering[("POST", f"/models/{spec.name}/invoke")]
+        pinned = {v: answering[("POST", f"/models/{spec.name}/versions/{v}/invoke")] for v in spec.versions}
+        assert live not in pinned.values() and len(set(pinned.values())) == len(spec.versions)
+        for version, fid in pinned.items():
+            card = json.loads((assembly.functions[fid].asset / "model" / "card.json").read_text())
+            assert (card["name"], card["version"]) == (spec.name, version)
     # Integrations call the `live` alias (so CodeDeploy's traffic shifting applies), never $LATEST.
     aliases = set(synth.of_type("AWS::Lambda::Alias"))
     for method in synth.of_type("AWS::ApiGateway::Method").values():
@@ -179,11 +198,12 @@ def test_api_has_keys_usage_plan_validation_logs_and_tracing(synth):
 
 
 def test_alias_live_and_canary_deployment_with_rollback_alarm(synth, manifest):
+    functions = sum(1 + (len(s.versions) if s.side_by_side else 0) for s in manifest.models)
     aliases = synth.of_type("AWS::Lambda::Alias")
-    assert len(aliases) == len(manifest.models)
+    assert len(aliases) == functions
     assert all(a["Properties"]["Name"] == "live" for a in aliases.values())
     groups = synth.of_type("AWS::CodeDeploy::DeploymentGroup")
-    assert len(groups) == len(manifest.models)
+    assert len(groups) == functions
     for group in groups.values():
         props = group["Properties"]
         assert "Canary10Percent5Minutes" in json.dumps(props["DeploymentConfigName"])
@@ -250,8 +270,11 @@ def test_synth_refuses_unbuilt_models(tmp_path, artifacts):
 
 def test_manifest_changes_need_no_code_change(variant):
     """Moving minilm to SageMaker and digits to an x86_64 function with its artifact in S3."""
+    from infra.stack import logical_name
+
     result = variant
-    functions = {_model_name(f): f["Properties"] for f in result.of_type("AWS::Lambda::Function").values() if _model_name(f)}
+    functions = {_model_name(f): f["Properties"] for lid, f in result.of_type("AWS::Lambda::Function").items()
+                 if _model_name(f) and lid.startswith(logical_name(_model_name(f)) + "Function")}
     assert len(result.of_type("AWS::SageMaker::Endpoint")) == 2
     assert "MAAS_SAGEMAKER_ENDPOINT" in functions["minilm"]["Environment"]["Variables"]
     # minilm-gpu scales to zero: an inference component, whose name its proxy is given (cdk-nag passed on it too)
@@ -261,10 +284,10 @@ def test_manifest_changes_need_no_code_change(variant):
     digits = functions["digits"]
     assert digits["Architectures"] == ["x86_64"]
     assert "MAAS_MODEL_S3_URI" in digits["Environment"]["Variables"]
-    # The artifact bucket: encrypted, versioned, private, TLS only, access-logged.
+    # The artifact bucket: encrypted (SSE-KMS: test_artifact_encryption.py), versioned, private, TLS only, access-logged.
     template = Template.from_json(result.template)
     template.has_resource_properties("AWS::S3::Bucket", {
-        "BucketEncryption": {"ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+        "BucketEncryption": {"ServerSideEncryptionConfiguration": [Match.object_like({"ServerSideEncryptionByDefault": Match.object_like({"SSEAlgorithm": "aws:kms"})})]},
         "VersioningConfiguration": {"Status": "Enabled"},
         "PublicAccessBlockConfiguration": {"BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
         "LoggingConfiguration": Match.any_value(),
@@ -272,7 +295,7 @@ def test_manifest_changes_need_no_code_change(variant):
     policies = [p["Properties"]["PolicyDocument"] for p in result.of_type("AWS::S3::BucketPolicy").values()]
     assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
                for p in policies for s in p["Statement"])
-    # digits' role reads its own prefix only.
+    # digits' roles read their own prefix only: the live function's and version 1.0.0's own function's.
     reads = [s for p in result.of_type("AWS::IAM::Policy").values() for s in p["Properties"]["PolicyDocument"]["Statement"]
              if "s3:GetObject" in _as_list(s["Action"]) and "models/digits/1.0.0/*" in json.dumps(s["Resource"])]
-    assert len(reads) == 1 and _as_list(reads[0]["Action"]) == ["s3:GetObject"]
+    assert len(reads) == 2 and all(_as_list(r["Action"]) == ["s3:GetObject"] for r in reads)

@@ -51,7 +51,7 @@ def test_every_operation_name_and_method_path_pair_is_unique():
 @pytest.mark.parametrize("changes, message", [
     ({"scope": "everywhere"}, "scope"),
     ({"path": "/models/{name}/{other}"}, "exactly the {name}"),
-    ({"scope": routes.SHARED, "path": "/x", "tasks": frozenset({"embedding"})}, "only a model route"),
+    ({"scope": routes.SHARED, "path": "/x", "tasks": frozenset({"embedding"})}, "only a model or version route"),
     ({"errors": (418,)}, "undocumented"),
 ])
 def test_a_malformed_route_is_refused(changes, message):
