@@ -154,11 +154,12 @@ def digit_images(count: int = 32) -> list:
     return [[[int(v) for v in row] for row in img] for img in data.x_test[:count]]
 
 
-def workload(card, folder: Path) -> dict:
-    """{input set name: list of inputs} for the model's task; the first item of the first set is the cold-start input."""
+def workload(card, folder: Path, quick: bool = False) -> dict:
+    """{input set name: list of inputs} for the model's task; the first item of the first set is the
+    cold-start input. `quick` (a smoke test) streams two requests' worth of `mixed`."""
     if card.inputs.type == "text":
         tokenizer = folder / card.inputs.tokenizer
-        return {SHORT: list(SHORT_TEXTS), LONG: long_texts(tokenizer), MIXED: mixed_texts(tokenizer)}
+        return {SHORT: list(SHORT_TEXTS), LONG: long_texts(tokenizer), MIXED: mixed_texts(tokenizer, 64 if quick else MIXED_ITEMS)}
     return {IMAGES: digit_images()}
 
 
