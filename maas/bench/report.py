@@ -38,7 +38,18 @@ def write_report(results: dict, out_dir: Path, docs_dir: Path | None = None, mar
         markdown = Path(markdown)
         image_dir = Path(docs_dir) if docs_dir is not None else out_dir
         rel = os.path.relpath(image_dir, markdown.parent)
-        markdown.write_text(render_markdown(results, rel))
+        kept = _kept_sections(markdown)
+        markdown.write_text(render_markdown(results, rel) + kept)
+
+
+def _kept_sections(markdown: Path) -> str:
+    """Sections other tools write into the report (python -m maas.bench.spinning), carried over."""
+    from .spinning import SECTION_END, SECTION_START
+
+    text = markdown.read_text(encoding="utf-8") if markdown.is_file() else ""
+    if SECTION_START in text and SECTION_END in text:
+        return "\n" + SECTION_START + text.split(SECTION_START, 1)[1].split(SECTION_END, 1)[0] + SECTION_END + "\n"
+    return ""
 
 
 def plot_latency(m: dict, path: Path) -> None:
