@@ -48,8 +48,10 @@ def run_bench(
     markdown: Path | None = None,
     threads: int | None = None,
     log=print,
+    rounds: int | None = None,
 ) -> dict:
-    """Measure, then write results.json + PNG plots into out_dir (and docs_dir) and BENCHMARKS.md."""
+    """Measure, then write results.json + PNG plots into out_dir (and docs_dir) and BENCHMARKS.md.
+    `rounds` (default 7 cold starts, 5 latency rounds; 1 with `quick`) trades spread for time."""
     from .report import write_report
 
     root = manifest.root
@@ -59,6 +61,7 @@ def run_bench(
     results = {
         "schema_version": 1,
         "quick": quick,
+        "rounds": rounds,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "machine": machine_info(threads),
         "prices": cost_model.load_prices(),
@@ -70,7 +73,7 @@ def run_bench(
     results["machine"]["matmul_peak"] = {str(t): p for t, p in peaks.items()}
     for name in names:
         log(f"[{name}]")
-        results["models"][name] = bench_model(manifest, name, threads, quick, peaks, log)
+        results["models"][name] = bench_model(manifest, name, threads, quick, peaks, log, rounds)
     log("explanations")
     results["explain"] = bench_explanations(manifest, models, 3 if quick else 15, log=log)
     results["elapsed_s"] = time.time() - started
@@ -81,7 +84,7 @@ def run_bench(
     return results
 
 
-def bench_model(manifest, name: str, threads: int, quick: bool, peaks: dict, log=print) -> dict:
+def bench_model(manifest, name: str, threads: int, quick: bool, peaks: dict, log=print, rounds: int | None = None) -> dict:
     root = manifest.root
     variants = variants_for(manifest, name, threads, log=log)
     by_role = {(v.role, v.threads): v for v in variants}
@@ -93,10 +96,10 @@ def bench_model(manifest, name: str, threads: int, quick: bool, peaks: dict, log
 
     cold_variants = [v for v in variants if v.threads == threads and v.role not in ANCHORS]
     log(f"  cold starts: {', '.join(v.role for v in cold_variants)}")
-    coldstart = measure_coldstarts(cold_variants, root, first_inputs, repeats=1 if quick else 7, log=log)
+    coldstart = measure_coldstarts(cold_variants, root, first_inputs, repeats=rounds or (1 if quick else 7), log=log)
 
     log("  warm latency and throughput")
-    latency = measure_latency(variants, root, sets, threads, quick, log=log)
+    latency = measure_latency(variants, root, sets, threads, quick, log=log, rounds=rounds)
 
     spec = manifest.get(name)
     kit_files = [Path(kit.dir) / f for f in card.files]
