@@ -51,7 +51,10 @@ def test_every_batch_size_is_timed_on_every_path(bench, name):
     for set_name in m["inputs"]:
         for b in batches_for(set_name):
             case = m["latency"]["cases"][f"{set_name}/b{b}"]
-            for key in (f"kit@{t}t:handler", f"kit@{t}t:predict", f"kit@{t}t:session", f"onnx-fp32@{t}t:predict", f"torch@{t}t:torch"):
+            paths = (f"kit@{t}t:handler", f"kit@{t}t:predict", f"onnx-fp32@{t}t:predict", f"torch@{t}t:torch")
+            if (set_name, b) != ("mixed", 32):  # a mixed pass's one padded batch is timed among the policies
+                paths += (f"kit@{t}t:session",)
+            for key in paths:
                 assert case[key]["n"] >= 1 and all(x > 0 for x in case[key]["samples"]), (case, key)
     b1 = m["latency"]["cases"][f"{m['first_set']}/b1"]
     # the handler runs the session and more: its fastest call is slower than the bare session's
