@@ -253,6 +253,7 @@ def check_targets(m: dict, threads: int) -> list[dict]:
         add("footprint_ratio", deployed["total_bytes"] / fp["baseline"]["total_closure_bytes"], TARGETS["footprint_ratio"], "lower",
             f"what the kit deploys ({deployed['architecture']} slim layers + handler + model) / what pip installs for the baseline (whole closure + weights)")
     add("footprint_ratio_venv", fp["kit"]["total_bytes"] / fp["baseline"]["total_bytes"], TARGETS["footprint_ratio"], "lower", "named packages as installed in this venv + model files, kit / baseline")
+    b1 = case_key(first, 1)
     paired = lat.get("overhead", {}).get(f"{threads}t:{b1}")
     if paired:
         d = paired["differences"]
