@@ -148,7 +148,9 @@ def digits_baseline(root: Path, card: ModelCard) -> tuple[Path, Path]:
         dynamo=False,
     )
     # The trained model's fp32 export, described by the kit's card with its own file.
-    card.replace(model_file=MODEL_FILE, files=file_entries(folder), optimization=None, sizes=None, parity=None).write(folder)
+    # It serves no explanations: the kit's background file is not copied beside it.
+    card.replace(model_file=MODEL_FILE, files=file_entries(folder), optimization=None, sizes=None, parity=None,
+                 explain=None).write(folder)
     return weights, folder
 
 
