@@ -14,7 +14,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export NODE_NO_WARNINGS := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup build serve test bench synth lint lint-tools clean triton
+.PHONY: setup build serve test bench bench-anchors synth lint lint-tools clean triton
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,7 +66,22 @@ serve: build triton
 test: build triton lint-tools
 	$(BIN)/python -m pytest -q
 
-bench: build
+# The CPU embedding stacks `maas bench` compares against besides eager PyTorch (sentence-transformers,
+# fastembed, Optimum's ONNX Runtime models), in a venv of their own: optimum-onnx pins
+# transformers<4.58 and fastembed its own tokenizers range, the project pins newer ones. The bench
+# runs each anchor in a worker with this venv's python, and skips them (saying so) without it.
+ANCHORS_VENV := .cache/tools/bench-anchors
+ANCHOR_TOOLS := torch==2.13.0 transformers==4.57.1 sentence-transformers==5.7.0 fastembed==0.9.1 \
+	optimum==2.1.0 optimum-onnx==0.1.0 onnxruntime==1.32.0
+$(ANCHORS_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(ANCHORS_VENV)
+	$(ANCHORS_VENV)/bin/pip install --quiet --upgrade pip
+	$(ANCHORS_VENV)/bin/pip install --quiet $(ANCHOR_TOOLS)
+	touch $@
+
+bench-anchors: $(ANCHORS_VENV)/.installed
+
+bench: build bench-anchors
 	$(BIN)/maas bench
 
 synth: build

@@ -145,6 +145,7 @@ def cmd_bench(args) -> int:
             out_dir=Path(args.out) if args.out else root / "bench-results",
             docs_dir=None if args.quick else root / "docs" / "bench",
             markdown=Path(args.markdown) if args.markdown else (None if args.quick else root / "BENCHMARKS.md"),
+            rounds=args.rounds,
         )
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="every measurement once (CI); writes no BENCHMARKS.md")
     bench.add_argument("--out", help="folder for results.json and plots (default: bench-results/)")
     bench.add_argument("--markdown", help="where to write the report (default: BENCHMARKS.md; none with --quick)")
+    bench.add_argument("--rounds", type=int, help="cold starts and latency rounds per variant (default 7 and 5)")
     bench.add_argument("--explain", action="store_true",
                        help="only the explain route's latency at the default budget (its section of the report)")
     bench.set_defaults(func=cmd_bench)

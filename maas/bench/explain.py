@@ -129,13 +129,13 @@ def render_explain(results: dict, machine: dict) -> list[str]:
     return lines
 
 
-def update_section(markdown: Path, lines: list[str]) -> None:
-    """Replace (or append) the explanation section of the report, leaving the rest as it is."""
+def update_section(markdown: Path, lines: list[str], start: str = SECTION_START, end: str = SECTION_END) -> None:
+    """Replace (or append) one section of the report (the explanations' by default), leaving the rest as it is."""
     text = markdown.read_text(encoding="utf-8") if markdown.is_file() else ""
     block = "\n".join(lines)
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        text = head + block + rest.split(SECTION_END, 1)[1]
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     markdown.write_text(text, encoding="utf-8")

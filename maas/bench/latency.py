@@ -10,9 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .stats import summary
-from .variants import KIT, RUNTIME, TORCH, Variant
+from .variants import ANCHORS, KIT, RUNTIME, TORCH, BenchError, Variant
 from .workers import Worker
-from .workload import BATCHES, cycle
+from .workload import MIXED, SHORT, batches_for, case_inputs
+
+MIXED_B32_ROUNDS = 3
+"""A `mixed` batch-32 sample is a pass over the whole stream (seconds, not milliseconds): fewer rounds."""
+ANCHOR_CASES = {f"{SHORT}/b1", f"{SHORT}/b32", f"{MIXED}/b1", f"{MIXED}/b32"}
+"""The anchors are timed where the targets judge them (and the short batch of 32 for reference)."""
 
 
 def path_key(variant: Variant, path: str) -> str:
@@ -31,38 +36,61 @@ def served_paths(variant: Variant, worker: Worker, threads: int) -> list[str]:
         if variant.threads != threads:
             return ["handler"]
         return [p for p in ("localapi", "handler", "predict", "session") if p in worker.paths]
-    return worker.paths[:1] if variant.role == TORCH else ["predict"]
+    return worker.paths[:1] if variant.role == TORCH or variant.role in ANCHORS else ["predict"]
+
+
+def start_workers(variants: list[Variant], root: Path, first_inputs: list, log=print) -> tuple[list[Worker], dict]:
+    """A warm worker per variant; an anchor that fails to start is skipped with its reason (its
+    venv is optional and outside the project's pins), any other failure stops the bench."""
+    workers, skipped = [], {}
+    for variant in variants:
+        try:
+            workers.append(Worker(variant, root, first_inputs))
+        except BenchError as exc:
+            if variant.role not in ANCHORS:
+                raise
+            skipped[variant.key] = str(exc)[-500:]
+            log(f"  {variant.key} skipped: it did not start ({str(exc).strip().splitlines()[-1][:200]})")
+    return workers, skipped
 
 
 def measure_latency(
-    variants: list[Variant], root: Path, sets: dict, threads: int, quick: bool, log=print, budget_s: float = 0.25
+    variants: list[Variant], root: Path, sets: dict, threads: int, quick: bool, log=print, budget_s: float = 0.25,
+    rounds: int | None = None,
 ) -> dict:
     """{"cases": {case: {path_key: summary + samples}}, "rss": {variant key: {...}}}"""
     first_inputs = next(iter(sets.values()))[:1]
     served = [v for v in variants if v.role != RUNTIME]
     workers: list[Worker] = []
     try:
-        for variant in served:
-            workers.append(Worker(variant, root, first_inputs))
+        workers, skipped = start_workers(served, root, first_inputs, log)
+        cases = [(name, b) for name in sets for b in batches_for(name)]
         for worker in workers:
-            for name, items in sets.items():
-                for batch in BATCHES:
-                    worker.set_inputs(case_key(name, batch), cycle(items, batch))
+            for name, batch in cases:
+                worker.set_inputs(case_key(name, batch), case_inputs(sets[name], name, batch))
         jobs = [(w, p) for w in workers for p in served_paths(w.variant, w, threads)]
-        cases = [(name, b) for name in sets for b in BATCHES]
-        rounds = 1 if quick else 5
+        rounds = rounds or (1 if quick else 5)
         samples: dict[str, dict[str, list[float]]] = {case_key(*c): {} for c in cases}
         for r in range(rounds):
             for name, batch in cases:
                 key = case_key(name, batch)
                 order = jobs[r % len(jobs):] + jobs[: r % len(jobs)]
+                if name == MIXED and batch > 1 and r >= MIXED_B32_ROUNDS:
+                    continue
                 for worker, path in order:
+                    if worker.variant.role in ANCHORS and key not in ANCHOR_CASES:
+                        continue
+                    if name == MIXED and batch > 1 and path in ("localapi", "session"):
+                        continue  # HTTP adds nothing at seconds a pass; one padded batch is in `batching`
                     pk = path_key(worker.variant, path)
                     got = samples[key].setdefault(pk, [])
                     iters = _iters(got, batch, quick, budget_s)
                     got.extend(worker.time(path, key, iters))
             log(f"  latency round {r + 1}/{rounds}")
         overhead = measure_overhead(workers, sets, quick)
+        batching = measure_batching(workers, sets, threads, quick, log)
+        breakdown = measure_breakdown(workers, sets, threads, quick, log)
+        parity = measure_parity(workers, threads, quick, log)
         rss = {w.variant.key: w.rss() for w in workers}
         torch_free = {w.variant.key: not w.torch_imported for w in workers if w.variant.role != TORCH}
     finally:
@@ -73,10 +101,71 @@ def measure_latency(
             case: {pk: {**summary(vals), "samples": vals} for pk, vals in per.items()} for case, per in samples.items()
         },
         "overhead": overhead,
+        "batching": batching,
+        "breakdown": breakdown,
+        "parity": parity,
+        "skipped": skipped,
         "rss": rss,
         "onnx_workers_without_torch": torch_free,
         "rounds": rounds,
     }
+
+
+def _kit(workers: list[Worker], threads: int) -> Worker | None:
+    return next((w for w in workers if w.variant.role == KIT and w.variant.threads == threads), None)
+
+
+def measure_batching(workers: list[Worker], sets: dict, threads: int, quick: bool, log=print) -> dict:
+    """The runtime's sub-batch policies on `mixed` requests of 32, called alternately in one
+    process (paired, so drift hits each alike): the measurement the default policy rests on."""
+    kit = _kit(workers, threads)
+    if MIXED not in sets or kit is None:
+        return {}
+    names = [p for p in kit.paths if p.startswith("batching:")]
+    if not names:
+        return {}
+    log("  length-aware batching policies (mixed, requests of 32)")
+    key = case_key(MIXED, 32)
+    times = kit.paired(names, key, 1 if quick else 2)
+    return {"case": key, "threads": threads, "policies": {n.split(":", 1)[1]: summary(v) for n, v in times.items()}}
+
+
+def measure_breakdown(workers: list[Worker], sets: dict, threads: int, quick: bool, log=print) -> dict:
+    """Where a request's time goes in the handler's process (see breakdown.py)."""
+    kit = _kit(workers, threads)
+    if kit is None or MIXED not in sets:
+        return {}
+    log("  where the time goes (mixed requests of 32, short single texts)")
+    return {key: kit.breakdown(key, 1) for key in (case_key(MIXED, 32), case_key(SHORT, 1))}
+
+
+def measure_parity(workers: list[Worker], threads: int, quick: bool, log=print) -> dict:
+    """Cosine of each embedding variant's vectors to eager PyTorch's (the fp32 original) on the
+    build's evaluation texts: min and mean, beside each one's speed."""
+    import numpy as np
+
+    from ..builder.evalsets import TEXT_SET_DESCRIPTION, embedding_texts
+
+    embedders = [w for w in workers if w.variant.task == "embedding" and w.variant.threads == threads]
+    reference = next((w for w in embedders if w.variant.role == TORCH), None)
+    if reference is None:
+        return {}
+    count = 24 if quick else 240
+    log(f"  parity against PyTorch on {count} evaluation texts")
+    texts = embedding_texts(count)
+
+    def unit(rows):
+        v = np.asarray(rows, dtype=np.float64)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    ref = unit(reference.embed(texts))
+    out = {"texts": TEXT_SET_DESCRIPTION.format(count=count), "reference": reference.variant.key, "variants": {}}
+    for worker in embedders:
+        if worker is reference:
+            continue
+        cos = np.sum(unit(worker.embed(texts)) * ref, axis=1)
+        out["variants"][worker.variant.key] = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+    return out
 
 
 def measure_overhead(workers: list[Worker], sets: dict, quick: bool) -> dict:

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from .latency import case_key
-from .variants import FP32, KIT, LABELS, RUNTIME, TORCH
-from .workload import BATCHES
+from .variants import ANCHORS, ANCHORS_HOW, FP32, KIT, LABELS, RUNTIME, TORCH
+from .workload import BATCHES, MIXED, batches_for
 
 PATH_LABELS = {
     "localapi": "HTTP via local API (`maas serve`)",
@@ -16,6 +16,7 @@ PATH_LABELS = {
     "predict": "maas_runtime predict",
     "session": "bare ONNX Runtime session.run",
     "torch": "PyTorch eager",
+    "encode": "its own encode call",
 }
 
 
@@ -24,6 +25,8 @@ def write_report(results: dict, out_dir: Path, docs_dir: Path | None = None, mar
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, m in results["models"].items():
         plot_latency(m, out_dir / f"{name}-latency-vs-batch.png")
+        if m["latency"].get("parity"):
+            plot_frontier(m, out_dir / f"{name}-frontier.png")
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     targets = [out_dir]
     if docs_dir is not None:
@@ -35,7 +38,18 @@ def write_report(results: dict, out_dir: Path, docs_dir: Path | None = None, mar
         markdown = Path(markdown)
         image_dir = Path(docs_dir) if docs_dir is not None else out_dir
         rel = os.path.relpath(image_dir, markdown.parent)
-        markdown.write_text(render_markdown(results, rel))
+        kept = _kept_sections(markdown)
+        markdown.write_text(render_markdown(results, rel) + kept)
+
+
+def _kept_sections(markdown: Path) -> str:
+    """Sections other tools write into the report (python -m maas.bench.spinning), carried over."""
+    from .spinning import SECTION_END, SECTION_START
+
+    text = markdown.read_text(encoding="utf-8") if markdown.is_file() else ""
+    if SECTION_START in text and SECTION_END in text:
+        return "\n" + SECTION_START + text.split(SECTION_START, 1)[1].split(SECTION_END, 1)[0] + SECTION_END + "\n"
+    return ""
 
 
 def plot_latency(m: dict, path: Path) -> None:
@@ -48,10 +62,10 @@ def plot_latency(m: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.5), squeeze=False)
     cases = m["latency"]["cases"]
     for ax, set_name in zip(axes[0], sets):
-        keys = sorted({k for b in BATCHES for k in cases.get(case_key(set_name, b), {})})
+        keys = sorted({k for b in batches_for(set_name) for k in cases.get(case_key(set_name, b), {})})
         for key in keys:
             xs, ys, lo, hi = [], [], [], []
-            for b in BATCHES:
+            for b in batches_for(set_name):
                 e = cases.get(case_key(set_name, b), {}).get(key)
                 if e:
                     xs.append(b)
@@ -67,6 +81,68 @@ def plot_latency(m: dict, path: Path) -> None:
         ax.set_title(f"{m['name']}: {set_name} inputs")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def frontier_points(m: dict) -> list[dict]:
+    """One point per build candidate and per served variant: parity (min cosine against fp32
+    PyTorch), batch-32 `mixed` throughput, file size. A build candidate's throughput comes from the
+    card (`latency_ms_b32_mixed`) where the build measured it; the chosen one is the kit itself,
+    measured here through the handler. A candidate without a throughput figure is listed, not plotted."""
+    t = m["threads"]
+    case = m["latency"]["cases"].get(case_key(MIXED, 32), {})
+    parity = m["latency"]["parity"]["variants"]
+    sizes = m["footprint"]["model_files"]
+    points = []
+
+    def add(label, kind, min_cosine, seconds, size):
+        points.append({"label": label, "kind": kind, "min_cosine": min_cosine,
+                       "items_per_s": 32 / seconds if seconds else None, "bytes": size})
+
+    for c in m.get("candidates", []):
+        figures = c.get("parity") or {}
+        cos = c.get("min_cosine", figures.get("min_cosine"))
+        ms_b32 = c.get("latency_ms_b32_mixed")
+        add(f"candidate {c['name']}", "candidate", cos, ms_b32 / 1000 if ms_b32 else None, c.get("bytes"))
+    kit = case.get(f"{KIT}@{t}t:handler")
+    add(f"kit ({m['quantization']}, handler)", KIT, parity.get(f"{m['name']}/{KIT}@{t}t", {}).get("min_cosine"),
+        kit["p50"] if kit else None, sizes["optimized_bytes"])
+    fp32 = case.get(f"{FP32}@{t}t:predict")
+    add("fp32 ONNX (maas_runtime)", FP32, parity.get(f"{m['name']}/{FP32}@{t}t", {}).get("min_cosine"),
+        fp32["p50"] if fp32 else None, sizes["fp32_onnx_bytes"])
+    torch = case.get(f"{TORCH}@{t}t:torch")
+    add("PyTorch eager", TORCH, 1.0, torch["p50"] if torch else None, sizes["baseline_weights_bytes"])
+    for anchor in ANCHORS:
+        e = case.get(f"{anchor}@{t}t:encode")
+        if e:
+            weights = sizes["baseline_weights_bytes"] if anchor == "sentence-transformers" else sizes["fp32_onnx_bytes"]
+            add(LABELS[anchor], anchor, parity.get(f"{m['name']}/{anchor}@{t}t", {}).get("min_cosine"), e["p50"], weights)
+    return points
+
+
+def plot_frontier(m: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [p for p in frontier_points(m) if p["items_per_s"] and p["min_cosine"] is not None]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    biggest = max((p["bytes"] or 0) for p in points) or 1
+    colours = {"candidate": "tab:blue", KIT: "tab:red", FP32: "tab:orange", TORCH: "black"}
+    for p in points:
+        size = 60 + 900 * (p["bytes"] or 0) / biggest
+        ax.scatter(p["items_per_s"], p["min_cosine"], s=size, alpha=0.55, color=colours.get(p["kind"], "tab:green"),
+                   edgecolors="black", linewidths=0.5)
+        ax.annotate(f"{p['label']}\n{(p['bytes'] or 0) / 1e6:.0f} MB", (p["items_per_s"], p["min_cosine"]), fontsize=7,
+                    xytext=(6, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("mixed workload, requests of 32: items/s (p50, log scale)")
+    ax.set_ylabel("min cosine to fp32 PyTorch (evaluation texts)")
+    ax.set_title(f"{m['name']}: parity vs throughput; marker area = model file size")
+    ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -111,7 +187,15 @@ def render_markdown(results: dict, image_dir: str) -> str:
         "API Gateway REST proxy events); **fp32 ONNX** = the unquantized ONNX model through maas_runtime; "
         "**PyTorch** = what a user would deploy otherwise (transformers AutoModel + mean pooling + L2 norm on the "
         "original safetensors weights; for digits the fp32 torch MLP as trained by the recipe). torch is never "
-        "imported by the ONNX workers (checked per worker).",
+        "imported by the ONNX workers (checked per worker). **Anchors** (text embedding models, where "
+        f"`{ANCHORS_HOW}` installed them): sentence-transformers `encode(batch_size=32)` on the original weights, "
+        "fastembed and Optimum's `ORTModelForFeatureExtraction` on the kit's own fp32 ONNX export, each in its own "
+        "worker with its own venv's python.",
+        "",
+        "Workloads, named beside every figure: **short** = eight ~12-token sentences, repeated to fill a batch (the "
+        "easiest case there is); **long** = 128-token texts; **mixed** = a stream of 512 texts with real traffic's "
+        "lengths (mostly short, a long tail), sent in arrival order as requests of 32 (one timed call = one pass "
+        "over all 16 requests, reported per request) and as single texts.",
         "",
     ]
     for name, m in results["models"].items():
@@ -175,15 +259,16 @@ def render_model(m: dict, image_dir: str, results: dict) -> list[str]:
     lines.append("")
 
     lines += ["### Throughput (items per second = batch / p50 request latency)", ""]
-    lines += ["| path | " + " | ".join(f"{s} b{b}" for s in m["inputs"] for b in (8, 32)) + " |", "|---" * (1 + 2 * len(m["inputs"])) + "|"]
+    columns = [(s, b) for s in m["inputs"] for b in (8, 32) if b in batches_for(s)]
+    lines += ["| path | " + " | ".join(f"{s} b{b}" for s, b in columns) + " |", "|---" * (1 + len(columns)) + "|"]
     for key in _ordered_keys(lat, [case_key(s, 32) for s in m["inputs"]]):
         cells = []
-        for s in m["inputs"]:
-            for b in (8, 32):
-                e = lat["cases"].get(case_key(s, b), {}).get(key)
-                cells.append(f"{b / e['p50']:.0f} ({b / e['p75']:.0f}–{b / e['p25']:.0f})" if e else "–")
+        for s, b in columns:
+            e = lat["cases"].get(case_key(s, b), {}).get(key)
+            cells.append(f"{b / e['p50']:.0f} ({b / e['p75']:.0f}–{b / e['p25']:.0f})" if e else "–")
         lines.append(f"| {_series_label(key)} | " + " | ".join(cells) + " |")
     lines += ["", f"![{name} latency vs batch size]({image_dir}/{name}-latency-vs-batch.png)", ""]
+    lines += render_real_traffic(m, image_dir)
 
     lines += ["### Handler overhead (batch 1, paths called alternately in one process)", ""]
     lines += [
@@ -264,6 +349,100 @@ def render_model(m: dict, image_dir: str, results: dict) -> list[str]:
     lines += ["", "FLOPs: every MatMul/Gemm of the fp32 ONNX graph (2·M·K·N) with shapes inferred for the batch and padded length run; the int8 graph does the same arithmetic in int8.", ""]
 
     lines += render_cost(m)
+    return lines
+
+
+def render_real_traffic(m: dict, image_dir: str) -> list[str]:
+    """The `mixed` workload, the anchors with their parity, the batching policies and the time split."""
+    lat, t, name = m["latency"], m["threads"], m["name"]
+    profile = m["inputs"].get(MIXED, {}).get("profile")
+    if not profile:
+        return []
+    lines = [
+        "### Real traffic: the `mixed` workload", "",
+        f"{profile['count']} texts in arrival order (maas/bench/workload.py: cut from texts the project ships, lengths "
+        f"drawn from a seeded distribution with a long tail), sent as {len(profile['batch_longest'])} requests of "
+        f"{profile['batch_size']} and as single texts. Tokens per text (special tokens included): p50 "
+        f"**{profile['p50']:.0f}**, p90 **{profile['p90']:.0f}**, p99 **{profile['p99']:.0f}**, max **{profile['max']}** "
+        f"(mean {profile['mean']:.1f}). Each request's longest text: {', '.join(map(str, profile['batch_longest']))} "
+        f"(medians {min(profile['batch_median']):.0f}–{max(profile['batch_median']):.0f}): padded as one batch, "
+        f"{profile['padding_share_one_batch']:.0%} of the tokens would be padding.", "",
+    ]
+    parity = lat.get("parity", {})
+    case32, case1 = lat["cases"].get(case_key(MIXED, 32), {}), lat["cases"].get(case_key(MIXED, 1), {})
+    short1 = lat["cases"].get(case_key("short", 1), {})
+    rows = [(f"{KIT}@{t}t:handler", f"{KIT}@{t}t"), (f"{KIT}@{t}t:predict", f"{KIT}@{t}t"), (f"{FP32}@{t}t:predict", f"{FP32}@{t}t"),
+            (f"{TORCH}@{t}t:torch", None)] + [(f"{a}@{t}t:encode", f"{a}@{t}t") for a in ANCHORS]
+    torch32 = case32.get(f"{TORCH}@{t}t:torch")
+    lines += [
+        f"#### Against the CPU stacks a user would pick ({t} threads, same weights)", "",
+        "| variant | mixed b32 items/s p50 (p25–p75) | × PyTorch | mixed b1 p50 ms | short b1 p50 ms | min cosine | mean cosine |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, pkey in rows:
+        e = case32.get(key)
+        if e is None:
+            continue
+        par = parity.get("variants", {}).get(f"{name}/{pkey}") if pkey else {"min_cosine": 1.0, "mean_cosine": 1.0}
+        cos = (f"{par['min_cosine']:.4f}", f"{par['mean_cosine']:.4f}") if par else ("–", "–")
+        b1, s1 = case1.get(key), short1.get(key)
+        lines.append(
+            f"| {_series_label(key)} | {32 / e['p50']:.0f} ({32 / e['p75']:.0f}–{32 / e['p25']:.0f}) | "
+            f"{torch32['p50'] / e['p50']:.2f} | {ms(b1['p50']) if b1 else '–'} | {ms(s1['p50']) if s1 else '–'} | {cos[0]} | {cos[1]} |"
+        )
+    skipped = lat.get("skipped") or {}
+    if not any(f"{a}@{t}t:encode" in case32 for a in ANCHORS):
+        lines += ["", f"Anchors (sentence-transformers, fastembed, Optimum) were not run: `{ANCHORS_HOW}` installs them."]
+    for key, why in skipped.items():
+        lines += ["", f"{key} did not start: `{why.strip().splitlines()[-1][:200]}`."]
+    if parity:
+        lines += ["", f"Parity: cosine of each variant's embedding to eager PyTorch's on {parity['texts']}. "
+                  "sentence-transformers runs the original weights; fastembed and Optimum run the kit's fp32 ONNX export "
+                  "(the minilm-gpu artifact), pooled and normalized as sentence-transformers does. Throughput per item counts "
+                  "every text of a pass over all requests (seconds per pass / requests = the latency of a request of 32)."]
+    lines += ["", f"![{name} parity vs throughput vs size]({image_dir}/{name}-frontier.png)", ""]
+    points = frontier_points(m) if parity else []
+    unplotted = [p for p in points if p["kind"] == "candidate"]
+    if unplotted:
+        lines += ["Build candidates (from the card's `optimization.quantization.candidates`):", "",
+                  "| candidate | min cosine | mixed b32 items/s | MB |", "|---|---|---|---|"]
+        for p in unplotted:
+            ips = f"{p['items_per_s']:.0f}" if p["items_per_s"] else "not measured by the build"
+            cos = f"{p['min_cosine']:.4f}" if p["min_cosine"] is not None else "–"
+            lines.append(f"| {p['label'].removeprefix('candidate ')} | {cos} | {ips} | {mb(p['bytes'])} |")
+        lines.append("")
+
+    batching = lat.get("batching") or {}
+    if batching.get("policies"):
+        pol = batching["policies"]
+        one = pol.get("one-batch", {}).get("p50")
+        lines += [f"#### Length-aware batching: sub-batch policies ({batching['case']}, {t} threads, maas_runtime predict, "
+                  "called alternately in one process)", "",
+                  "| policy | p50 ms per request | p25–p75 | items/s | × one batch |", "|---|---|---|---|---|"]
+        for policy, e in sorted(pol.items(), key=lambda kv: kv[1]["p50"]):
+            lines.append(f"| {policy} | {ms(e['p50'])} | {ms(e['p25'])}–{ms(e['p75'])} | {32 / e['p50']:.0f} | "
+                         f"{(one / e['p50']) if one else float('nan'):.2f} |")
+        lines += ["", "The runtime's default is `min-cost` (maas_runtime/tasks/processing.py says why).", ""]
+
+    for case, b in (lat.get("breakdown") or {}).items():
+        sec, tok = b["seconds_per_pass"], b["tokens"]
+        total = sec["handler (whole request)"]
+        what = f"a pass over {b['requests']} requests" if b["requests"] > 1 else "one request"
+        lines += [f"#### Where the time goes: {case} (ms per {what}, medians per request, in the handler's process)", "",
+                  "| piece | ms | of the handler |", "|---|---|---|"]
+        for piece, v in sec.items():
+            lines.append(f"| {piece} | {v * 1000:.2f} | {v / total:.0%} |")
+        if tok["real"]:
+            lines += ["", f"Tokens fed to the graph: {tok['real']} real; {tok['padded_one_batch']} padded as one batch per request "
+                      f"({1 - tok['real'] / tok['padded_one_batch']:.0%} padding), {tok['padded_length_aware']} length-aware "
+                      f"({1 - tok['real'] / tok['padded_length_aware']:.0%} padding) in {tok['runs_length_aware']} session runs."]
+        ops = b.get("operators") or {}
+        total_ops = sum(ops.values()) or 1
+        top = list(ops.items())[:8]
+        if top:
+            lines += ["", "Inside the graph (ONNX Runtime's profiler, length-aware runs): "
+                      + ", ".join(f"{op} {v / total_ops:.0%}" for op, v in top) + "."]
+        lines.append("")
     return lines
 
 
@@ -349,8 +528,8 @@ def render_prices(results: dict) -> list[str]:
 
 
 def _ordered_keys(lat: dict, cases: list[str]) -> list[str]:
-    order = {KIT: 0, RUNTIME: 1, FP32: 2, TORCH: 3}
-    paths = ["localapi", "handler", "predict", "session", "torch"]
+    order = {KIT: 0, RUNTIME: 1, FP32: 2, TORCH: 3, **{a: 4 + i for i, a in enumerate(ANCHORS)}}
+    paths = ["localapi", "handler", "predict", "session", "torch", "encode"]
     keys = {k for c in cases for k in lat["cases"].get(c, {})}
 
     def rank(k):

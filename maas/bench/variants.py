@@ -24,13 +24,24 @@ KIT = "kit"  # the optimized artifact through the real Lambda handler
 RUNTIME = "runtime"  # the optimized artifact through maas_runtime alone (cold start split only)
 FP32 = "onnx-fp32"  # the fp32 ONNX model through maas_runtime
 TORCH = "torch"  # PyTorch eager with the original weights
+# The anchors: CPU embedding stacks a user would pick instead, each with the same weights, run by
+# the bench-anchors venv's python (`make bench-anchors`); their worker kind is their role.
+ST = "sentence-transformers"  # SentenceTransformer.encode(batch_size=32) on the original weights
+FASTEMBED = "fastembed"  # fastembed's TextEmbedding on the kit's fp32 ONNX export
+OPTIMUM = "optimum"  # Optimum's ORTModelForFeatureExtraction on the kit's fp32 ONNX export
+ANCHORS = (ST, FASTEMBED, OPTIMUM)
 
 LABELS = {
     KIT: "int8 ONNX via Lambda handler",
     RUNTIME: "int8 ONNX via maas_runtime",
     FP32: "fp32 ONNX via maas_runtime",
     TORCH: "PyTorch eager (baseline)",
+    ST: "sentence-transformers encode",
+    FASTEMBED: "fastembed (kit's fp32 ONNX)",
+    OPTIMUM: "Optimum ORTModel (kit's fp32 ONNX)",
 }
+ANCHORS_VENV = Path(".cache") / "tools" / "bench-anchors"
+ANCHORS_HOW = "make bench-anchors"
 
 
 class BenchError(RuntimeError):
@@ -46,6 +57,8 @@ class Variant:
     dir: str
     threads: int
     extra: dict = field(default_factory=dict)
+    python: str | None = None
+    """The interpreter of its worker: the bench's own where None."""
 
     @property
     def key(self) -> str:
@@ -135,10 +148,9 @@ def digits_baseline(root: Path, card: ModelCard) -> tuple[Path, Path]:
         dynamo=False,
     )
     # The trained model's fp32 export, described by the kit's card with its own file.
-    # (No explain background: the baseline is only ever run, never explained.)
-    baseline = card.replace(model_file=MODEL_FILE, files=file_entries(folder), optimization=None, sizes=None,
-                            parity=None, explain=None)
-    baseline.write(folder)
+    # It serves no explanations: the kit's background file is not copied beside it.
+    card.replace(model_file=MODEL_FILE, files=file_entries(folder), optimization=None, sizes=None, parity=None,
+                 explain=None).write(folder)
     return weights, folder
 
 
@@ -151,8 +163,35 @@ def _verified(folder: Path) -> bool:
     return True
 
 
-def variants_for(manifest, name: str, threads: int) -> list[Variant]:
-    """The variants measured for one model; KIT also at 1 thread (Lambda sizes up to 1769 MB)."""
+def anchors_python(root: Path) -> Path | None:
+    """The bench-anchors venv's python, where `make bench-anchors` installed it."""
+    venv = root / ANCHORS_VENV
+    return venv / "bin" / "python" if (venv / ".installed").exists() else None
+
+
+def anchor_folder(root: Path, fp32: Path, source: Path, max_length: int) -> Path:
+    """A Hugging Face-style folder for fastembed and Optimum: the kit's fp32 ONNX export with the
+    source's tokenizer and config files (linked), its tokenizer truncating where the kit does."""
+    import json
+
+    folder = cache_dir(root) / f"anchor-{fp32.parent.name}-{fp32.name}"
+    folder.mkdir(exist_ok=True)
+    links = {"model.onnx": fp32 / ModelCard.read(fp32).model_file}
+    links.update({p.name: p for p in source.iterdir() if p.suffix in (".json", ".txt") and p.name != "tokenizer_config.json"})
+    for name, target in links.items():
+        link = folder / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target.resolve())
+    config = json.loads((source / "tokenizer_config.json").read_text()) if (source / "tokenizer_config.json").exists() else {}
+    config["model_max_length"] = max_length
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+    return folder
+
+
+def variants_for(manifest, name: str, threads: int, anchors: bool = True, log=print) -> list[Variant]:
+    """The variants measured for one model; KIT also at 1 thread (Lambda sizes up to 1769 MB);
+    for an embedding model, the anchors too where their venv is installed."""
     root = manifest.root
     spec = manifest.get(name)
     folder = artifact_dir(root, spec.name, spec.version)
@@ -179,6 +218,15 @@ def variants_for(manifest, name: str, threads: int) -> list[Variant]:
     ]
     if threads > 1:
         out.append(Variant(role=KIT, kind="handler", dir=str(folder), threads=1, **common))
+    if spec.task == "embedding" and anchors:
+        python = anchors_python(root)
+        if python is None:
+            log(f"  anchors skipped ({', '.join(ANCHORS)}): their venv is not installed; run `{ANCHORS_HOW}`")
+        else:
+            shared = anchor_folder(root, Path(fp32), Path(torch_dir), card.inputs.max_sequence_length)
+            extra = {**extra, "dimensions": card.outputs.dimensions}
+            for role, where in ((ST, torch_dir), (FASTEMBED, str(shared)), (OPTIMUM, str(shared))):
+                out.append(Variant(role=role, kind=role, dir=where, threads=threads, extra=extra, python=str(python), **common))
     return out
 
 

@@ -4,9 +4,14 @@ Run as a plain script (``python worker.py '<spec json>'``) so that nothing from 
 tooling package — and never torch, for the ONNX variants — is imported into the process being
 measured. The spec says what to serve and how:
 
-    {"mode": "coldstart" | "serve", "kind": "handler" | "runtime" | "torch",
+    {"mode": "coldstart" | "serve", "kind": "handler" | "runtime" | "torch" | an anchor's kind,
      "model": name, "task": task, "dir": artifact or weights folder, "threads": n,
      "handler_dir": functions/model, "catalog": build/catalog.json, "first_inputs": [...]}
+
+The anchors (sentence-transformers, fastembed, optimum) run in the bench-anchors venv's python
+(see the Makefile): this script imports nothing at its top that venv lacks. A case's inputs are
+one request, or {"requests": [...]}: a stream of requests, one timed call being a pass over all
+of them, reported as seconds per request.
 
 Results go, one JSON object a line, to the original stdout; the served code's own stdout
 (Powertools logs and metrics) goes to /dev/null so it cannot corrupt the protocol.
@@ -131,6 +136,10 @@ class HandlerServer:
 
     def paths(self):
         paths = {"handler": self._handler_path, "predict": self._predict_path, "session": self._session_path}
+        if getattr(self.model.task, "batching", None) is not None:
+            from maas_runtime.tasks.processing import BATCHING_POLICIES
+
+            paths.update({f"batching:{name}": self._batching_path(name) for name in BATCHING_POLICIES})
         import importlib.util
 
         if importlib.util.find_spec("maas.local_api") is not None:  # `maas serve`, where installed
@@ -179,6 +188,34 @@ class HandlerServer:
     def _predict_path(self, inputs):
         model = self.model
         return lambda: model.predict(inputs, {})
+
+    def _batching_path(self, policy):
+        """maas_runtime predict with one of the runtime's sub-batch policies in place of its default."""
+        from maas_runtime.tasks.processing import BATCHING_POLICIES
+
+        def make(inputs):
+            task, model, runs = self.model.task, self.model, BATCHING_POLICIES[policy]
+
+            def call():
+                default, task.batching = task.batching, runs
+                try:
+                    model.predict(inputs, {})
+                finally:
+                    task.batching = default
+
+            return call
+
+        return make
+
+    def embed(self, texts):
+        step = self.model.max_batch
+        return [v for i in range(0, len(texts), step) for v in self.model.predict(texts[i : i + step], {}).outputs]
+
+    def breakdown(self, inputs, iters):
+        from breakdown import measure_parts  # beside this script
+
+        requests = inputs["requests"] if isinstance(inputs, dict) else [inputs]
+        return measure_parts(self.app, self.model, self.spec["model"], requests, iters, invoke_event, Context)
 
     def _session_path(self, inputs):
         engine, feeds = self.model.engine, self.model.task.prepare(list(inputs), {}).feeds
@@ -256,8 +293,128 @@ class TorchServer:
     def paths(self):
         return {"torch": lambda inputs: (lambda: self.answer(inputs))}
 
+    def embed(self, texts):
+        return [v for i in range(0, len(texts), 32) for v in self.answer(texts[i : i + 32])]
 
-SERVERS = {"handler": HandlerServer, "runtime": RuntimeServer, "torch": TorchServer}
+
+class AnchorServer:
+    """A CPU embedding stack a user could pick instead, with the same weights, answering
+    L2-normalized mean-pooled vectors (sentence-transformers' definition of this model)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.threads = int(spec["threads"])
+        self.max_length = int(spec.get("max_sequence_length", 256))
+
+    def import_(self):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    def paths(self):
+        return {"encode": lambda inputs: (lambda: self.answer(inputs))}
+
+    def embed(self, texts):
+        return [list(map(float, v)) for v in self.answer(texts)]
+
+
+class SentenceTransformersServer(AnchorServer):
+    """sentence-transformers' `encode` (it sorts a call's inputs by length before batching)."""
+
+    def import_(self):
+        super().import_()
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(self.threads)
+        self.cls = SentenceTransformer
+
+    def load(self):
+        self.model = self.cls(self.spec["dir"], device="cpu", local_files_only=True)
+        self.model.max_seq_length = self.max_length
+
+    def answer(self, inputs):
+        return self.model.encode(inputs, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+
+
+class FastembedServer(AnchorServer):
+    """fastembed's TextEmbedding on the kit's own fp32 ONNX export, registered as a custom model
+    (mean pooling, normalized) and loaded from a local folder: nothing is downloaded."""
+
+    NAME = "maas-bench/fp32-onnx"
+
+    def import_(self):
+        super().import_()
+        from fastembed import TextEmbedding
+        from fastembed.common.model_description import ModelSource, PoolingType
+
+        if not any(d["model"] == self.NAME for d in TextEmbedding.list_supported_models()):
+            TextEmbedding.add_custom_model(model=self.NAME, pooling=PoolingType.MEAN, normalization=True,
+                                           sources=ModelSource(hf=self.NAME), dim=int(self.spec["dimensions"]),
+                                           model_file="model.onnx")
+        self.cls = TextEmbedding
+
+    def load(self):
+        self.model = self.cls(self.NAME, specific_model_path=self.spec["dir"], threads=self.threads,
+                              local_files_only=True, providers=["CPUExecutionProvider"])
+
+    def answer(self, inputs):
+        return list(self.model.embed(inputs, batch_size=32))
+
+
+class OptimumServer(AnchorServer):
+    """Hugging Face Optimum's ORTModelForFeatureExtraction on the kit's fp32 export, pooled and
+    normalized as sentence-transformers does."""
+
+    def import_(self):
+        super().import_()
+        import onnxruntime as ort
+        from optimum.onnxruntime import ORTModelForFeatureExtraction
+        from transformers import AutoTokenizer
+
+        self.ort, self.cls, self.tokenizer_cls = ort, ORTModelForFeatureExtraction, AutoTokenizer
+
+    def load(self):
+        options = self.ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        self.model = self.cls.from_pretrained(self.spec["dir"], file_name="model.onnx", session_options=options,
+                                              provider="CPUExecutionProvider", local_files_only=True)
+        self.tokenizer = self.tokenizer_cls.from_pretrained(self.spec["dir"])
+
+    def answer(self, inputs):
+        import numpy as np
+
+        batch = self.tokenizer(inputs, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        hidden = np.asarray(self.model(**batch).last_hidden_state)
+        mask = batch["attention_mask"][..., None].astype(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+
+SERVERS = {
+    "handler": HandlerServer,
+    "runtime": RuntimeServer,
+    "torch": TorchServer,
+    "sentence-transformers": SentenceTransformersServer,
+    "fastembed": FastembedServer,
+    "optimum": OptimumServer,
+}
+
+
+def first_request(inputs):
+    return {"requests": inputs["requests"][:1]} if isinstance(inputs, dict) else inputs
+
+
+def timed_call(make, inputs):
+    """The callable one timed call runs: one request, or a pass over a stream of them."""
+    if isinstance(inputs, dict):
+        calls = [make(request) for request in inputs["requests"]]
+
+        def stream():
+            for call in calls:
+                call()
+
+        return stream, len(calls)
+    return make(inputs), 1
 
 
 def coldstart(server, spec) -> None:
@@ -283,7 +440,7 @@ def serve(server, spec) -> None:
     server.import_()
     server.load()
     server.answer(spec["first_inputs"])
-    paths, inputs = server.paths(), {}
+    paths, inputs, warmed = server.paths(), {}, set()
     send({"ready": True, "paths": sorted(paths), "torch_imported": "torch" in sys.modules})
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -292,27 +449,35 @@ def serve(server, spec) -> None:
             inputs[cmd["key"]] = cmd["items"]
             send({"ok": True})
         elif op == "time":
-            call = paths[cmd["path"]](inputs[cmd["key"]])
-            call()  # the first call on new shapes is not a warm request
+            call, per = timed_call(paths[cmd["path"]], inputs[cmd["key"]])
+            if (cmd["path"], cmd["key"]) not in warmed:  # the first call on new shapes is not a warm request
+                warm, _ = timed_call(paths[cmd["path"]], first_request(inputs[cmd["key"]]))
+                warm()  # (a stream's first request only: a whole pass is seconds)
+                warmed.add((cmd["path"], cmd["key"]))
             times = []
             for _ in range(int(cmd["iters"])):
                 t0 = time.perf_counter()
                 call()
-                times.append(time.perf_counter() - t0)
+                times.append((time.perf_counter() - t0) / per)
             send({"times": times})
         elif op == "paired":
             # Paths called alternately, call by call, so drift hits each pair alike.
             names = cmd["paths"]
-            calls = {name: paths[name](inputs[cmd["key"]]) for name in names}
-            for call in calls.values():
+            calls = {name: timed_call(paths[name], inputs[cmd["key"]]) for name in names}
+            for call, _ in calls.values():
                 call()
             times = {name: [] for name in names}
             for i in range(int(cmd["iters"])):
                 for name in names[i % len(names):] + names[: i % len(names)]:
+                    call, per = calls[name]
                     t0 = time.perf_counter()
-                    calls[name]()
-                    times[name].append(time.perf_counter() - t0)
+                    call()
+                    times[name].append((time.perf_counter() - t0) / per)
             send({"times": times})
+        elif op == "embed":
+            send({"vectors": server.embed(cmd["texts"])})
+        elif op == "breakdown":
+            send({"parts": server.breakdown(inputs[cmd["key"]], int(cmd["iters"]))})
         elif op == "rss":
             send({"peak_rss_bytes": peak_rss_bytes(), "rss_bytes": current_rss_bytes()})
         elif op == "exit":

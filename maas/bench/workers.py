@@ -11,8 +11,8 @@ from pathlib import Path
 from .variants import WORKER, BenchError, Variant
 
 
-def python() -> str:
-    return sys.executable
+def python(variant: Variant) -> str:
+    return variant.python or sys.executable
 
 
 def coldstart_once(variant: Variant, root: Path, first_inputs: list, timeout: float = 300) -> dict:
@@ -20,7 +20,7 @@ def coldstart_once(variant: Variant, root: Path, first_inputs: list, timeout: fl
     spec = json.dumps(variant.spec("coldstart", root, first_inputs))
     t_spawn = time.time()
     proc = subprocess.run(
-        [python(), str(WORKER), spec], env=variant.env(), cwd=root, capture_output=True, text=True, timeout=timeout
+        [python(variant), str(WORKER), spec], env=variant.env(), cwd=root, capture_output=True, text=True, timeout=timeout
     )
     t_exit = time.time()
     result = _last_json(proc.stdout)
@@ -55,7 +55,7 @@ class Worker:
         self.variant = variant
         spec = json.dumps(variant.spec("serve", root, first_inputs))
         self.proc = subprocess.Popen(
-            [python(), str(WORKER), spec],
+            [python(variant), str(WORKER), spec],
             env=variant.env(),
             cwd=root,
             stdin=subprocess.PIPE,
@@ -91,6 +91,12 @@ class Worker:
 
     def paired(self, paths: list[str], key: str, iters: int) -> dict[str, list[float]]:
         return self.ask(op="paired", paths=paths, key=key, iters=iters)["times"]
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return self.ask(op="embed", texts=texts)["vectors"]
+
+    def breakdown(self, key: str, iters: int) -> dict:
+        return self.ask(op="breakdown", key=key, iters=iters)["parts"]
 
     def rss(self) -> dict:
         return self.ask(op="rss")

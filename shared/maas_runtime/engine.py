@@ -20,9 +20,14 @@ class Engine(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The graph's outputs, in order, for the feeds it takes (extra feeds are ignored)."""
 
+    # Optional: `local = True` says the graph runs in this process, where a request cut into
+    # several smaller runs costs no round trips (text tasks then batch length-aware).
+
 
 class OnnxEngine:
     """An ONNX Runtime session (created once per model file per process, see session.py)."""
+
+    local = True
 
     def __init__(self, session):
         self.session = session

@@ -59,7 +59,7 @@ class Model:
         if len(inputs) > self.max_batch:
             raise LimitExceeded(f"{len(inputs)} inputs; model {self.name!r} takes at most {self.max_batch} per request")
         prepared = self.task.prepare(inputs, parameters)
-        return self.task.finish(prepared, self.engine.run(prepared.feeds))
+        return self.task.run(prepared)
 
     def explain(self, inputs, parameters=None) -> Prediction:
         """Per-input attributions of the model's answer (Kernel SHAP, within the card's explain limits)."""

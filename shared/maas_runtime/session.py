@@ -10,6 +10,7 @@ import onnxruntime as ort
 # Environment variables that tune a session; documented in README.md.
 ENV_INTRA_OP_THREADS = "MAAS_INTRA_OP_THREADS"
 ENV_PROVIDERS = "MAAS_ORT_PROVIDERS"
+ENV_SPINNING = "MAAS_ORT_SPINNING"
 
 _sessions: dict[str, ort.InferenceSession] = {}
 _lock = threading.Lock()
@@ -39,11 +40,21 @@ def providers() -> list[str]:
 
 
 def session_options() -> ort.SessionOptions:
+    """One request at a time per Lambda instance: all cores go to intra-op parallelism, and a
+    single inter-op thread avoids oversubscribing the few vCPUs Lambda gives.
+
+    The intra-op threads do not spin while they wait for work. Below 1769 MB a function sees
+    more CPUs than its memory buys time on (its share is a fraction of one), and a spinning
+    thread burns that share doing nothing while the thread with work waits for it. Measured with
+    the process sharing its cores with other work (a stand-in for a fractional share: two threads
+    on one core, and two threads on two busy cores), spinning made mixed requests of 32 slower and
+    cost more CPU time per request, and single short requests slower too; on an idle machine the
+    difference is small (`python -m maas.bench.spinning` measures it). MAAS_ORT_SPINNING=1 turns
+    spinning back on, for a machine whose cores are the process's own."""
     opts = ort.SessionOptions()
-    # One request at a time per Lambda instance: all cores go to intra-op parallelism,
-    # and a single inter-op thread avoids oversubscribing the few vCPUs Lambda gives.
     opts.intra_op_num_threads = cpu_threads()
     opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if os.environ.get(ENV_SPINNING) == "1" else "0")
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3

@@ -146,3 +146,30 @@ print(json.dumps({{"dims": len(e.outputs[0]), "label": d.outputs[0][0]["label"],
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["dims"] == 384 and report["label"] in "0123456789"
     assert report["heavy"] == []
+
+
+def test_length_aware_batching_answers_as_one_batch_would_in_request_order(minilm):
+    """GIVEN requests of 32 real texts of mixed lengths (the bench's `mixed` stream)
+    WHEN they run length-aware (sorted, cut into sub-batches each padded to its own longest)
+    THEN every answer is the one-batch answer and the one-at-a-time answer of the text in its place."""
+    from maas.bench.workload import mixed_texts, requests
+    from maas_runtime.tasks.processing import BATCHING_POLICIES
+
+    texts = mixed_texts(minilm.folder / minilm.card.inputs.tokenizer, count=96)
+    task = minilm.task
+    assert task.batching is BATCHING_POLICIES["min-cost"]
+    for request in requests(texts, 32):
+        prepared = task.prepare(request, {})
+        assert len(prepared.parts) > 1  # this request really was cut
+        assert sorted(np.concatenate([rows for rows, _ in prepared.parts]).tolist()) == list(range(32))
+        answer = minilm.predict(request)
+        default, task.batching = task.batching, BATCHING_POLICIES["one-batch"]
+        try:
+            padded = minilm.predict(request)
+        finally:
+            task.batching = default
+        assert answer.usage == padded.usage
+        np.testing.assert_allclose(np.array(answer.outputs), np.array(padded.outputs), atol=2e-5)
+        alone = np.array([minilm.predict([text]).outputs[0] for text in request[:8]])
+        np.testing.assert_allclose(np.array(answer.outputs[:8]), alone, atol=2e-5)
+

@@ -12,7 +12,7 @@ import numpy as np
 from ..card import ModelCard
 from ..errors import ArtifactError, InvalidInput, LimitExceeded, NotSupported, quoted
 from ..explain import Game
-from .processing import softmax
+from .processing import BATCHING_POLICIES, DEFAULT_BATCHING, softmax
 
 TASKS: dict[str, type["Task"]] = {}
 
@@ -43,6 +43,9 @@ class Prepared:
     feeds: dict[str, np.ndarray]
     options: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
+    parts: list[tuple[np.ndarray, "Prepared"]] = field(default_factory=list)
+    """Sub-batches to run instead of `feeds` in one go: each part's rows of the request (its
+    answers' places) and its own feeds. Empty: the request runs as one batch."""
 
 
 class Task:
@@ -62,6 +65,17 @@ class Task:
 
     def finish(self, prepared: Prepared, outputs: list[np.ndarray]) -> Prediction:
         raise NotImplementedError
+
+    def run(self, prepared: Prepared) -> Prediction:
+        """The graph run on the prepared request and finished: as one batch, or part by part
+        with each part's answers put back in the request's order."""
+        if not prepared.parts:
+            return self.finish(prepared, self.engine.run(prepared.feeds))
+        outputs: list = [None] * prepared.usage.get("batch_size", sum(len(rows) for rows, _ in prepared.parts))
+        for rows, part in prepared.parts:
+            for row, output in zip(rows.tolist(), self.finish(part, self.engine.run(part.feeds)).outputs):
+                outputs[row] = output
+        return Prediction(outputs=outputs, usage=prepared.usage)
 
     def smoke_input(self) -> list:
         """A small valid request batch: health checks and deploy smoke tests run it."""
@@ -316,7 +330,12 @@ class Words:
 
 
 class TextTask(Task):
-    """Tasks whose inputs are texts: tokenized with the artifact's tokenizer, truncated or refused."""
+    """Tasks whose inputs are texts: tokenized with the artifact's tokenizer, truncated or refused.
+
+    A request of several texts runs length-aware where the graph runs in this process: sorted by
+    token length and cut into sub-batches each padded to its own longest (`batching`, see
+    processing.min_cost_runs). A remote engine gets the request whole: its server batches
+    itself, and every part would be another network round trip."""
 
     def __init__(self, card, folder, engine):
         super().__init__(card, folder, engine)
@@ -324,6 +343,7 @@ class TextTask(Task):
 
         self.max_length = card.inputs.max_sequence_length
         self.encoder = TextEncoder(Path(folder) / card.inputs.tokenizer, self.max_length)
+        self.batching = BATCHING_POLICIES[DEFAULT_BATCHING] if getattr(engine, "local", False) else None
 
     def encode(self, inputs: list, parameters: dict) -> Prepared:
         """Feeds for the texts, or LimitExceeded when one is too long and truncation is off."""
@@ -334,12 +354,24 @@ class TextTask(Task):
             raise LimitExceeded(
                 f"{truncated} input(s) are longer than {self.max_length} tokens and parameters.truncate is false"
             )
+        lengths = feeds["attention_mask"].sum(axis=1)
         usage = {
             "batch_size": len(inputs),
-            "input_tokens": int(feeds["attention_mask"].sum()),
+            "input_tokens": int(lengths.sum()),
             "truncated_inputs": truncated,
         }
-        return Prepared(feeds=feeds, usage=usage)
+        prepared = Prepared(feeds=feeds, usage=usage)
+        if self.batching is not None and len(inputs) > 1:
+            runs = self.batching(lengths)
+            if len(runs) > 1:
+                # Padding is on the right (TextEncoder), so a part's feeds are its rows cut to
+                # its longest; all parts share the request's options, filled in after this.
+                prepared.parts = [
+                    (rows, Prepared(feeds={k: v[rows, : int(lengths[rows].max())] for k, v in feeds.items()},
+                                    options=prepared.options))
+                    for rows in runs
+                ]
+        return prepared
 
     @classmethod
     def example_inputs(cls, card: ModelCard) -> list:
