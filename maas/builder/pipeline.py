@@ -218,8 +218,10 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
             graph_name = next(s.graph for group in series for s in group if s.kind == "smoothquant")
             feeds, calibration_words = calibration
             smoothed = work / f"smoothed-{graph_name}.onnx"
-            smoothing = smoothquant.smooth(prepared[graph_name], smoothed, feeds)
-            ranking = smoothquant.sensitivity(smoothed, feeds)
+            observed = smoothquant.observe(prepared[graph_name], feeds)
+            smoothing, scales = smoothquant.smooth(prepared[graph_name], smoothed, observed)
+            ranking = smoothquant.sensitivity(smoothed, observed, scales)
+            del observed
             prepared["smoothed"] = smoothed
             calibration_report = {
                 "inputs": calibration_words,
@@ -232,7 +234,7 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
 
         measured = []
         size_cap = spec.optimization.max_size_ratio
-        _, _, workload_words = selection.workload(exported.eval_inputs)
+        _, _, workload_words = selection.workload(exported.eval_inputs, spec.serving.max_batch)
         for group in series:
             for scheme in group:
                 if scheme is None:
@@ -245,6 +247,11 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
                         quantize.quantize(scheme, source, file, fp32_nodes)
                     except Exception as exc:  # a scheme the graph cannot take is a measured outcome, not a crash
                         _log(spec.name, f"  {scheme.name} failed: {exc.__class__.__name__}: {str(exc)[:200]}")
+                        break
+                    passing_sizes = [m[0]["bytes"] for m in measured if m[0]["passed"]]
+                    if scheme is not group[0] and not selection.could_win(file.stat().st_size, passing_sizes, spec.optimization.prefer):
+                        _log(spec.name, f"  {scheme.name}: {file.stat().st_size / fp32_bytes:.1%} of fp32, too large to be chosen "
+                                        "beside the passing candidates; its series stops here")
                         break
                     description = scheme.describe()
                     if scheme.kind == "smoothquant":
@@ -269,7 +276,7 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
                 measured.append((entry, stage, staged, result))
                 verdict = "meets the bar" if entry["passed"] else "; ".join(entry["failures"])
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in list(result.figures.items())[:2])
-                _log(spec.name, f"  {entry['size_ratio']:.1%} of fp32, {latency['batch32_mixed_ms']} ms batch-32 mixed, "
+                _log(spec.name, f"  {entry['size_ratio']:.1%} of fp32, {latency['mixed_batch_ms']} ms mixed batch of {latency['mixed_batch']}, "
                                 f"{latency['batch1_ms']} ms batch-1, {shown}: {verdict} ({time.perf_counter() - t:.1f}s)")
                 if entry["passed"]:
                     break  # a series stops at its first candidate that meets the bar

@@ -85,7 +85,9 @@ def uses_fused_graph(mode: str) -> bool:
 
 def series_for(mode: str, fused: bool, calibrated: bool) -> list[list[Scheme]]:
     """The candidates a quantization mode measures, as series: a series is tried in order and stops
-    at its first candidate that meets the bar (the smoothquant series: 0, 1, 2... MatMuls kept fp32).
+    at its first candidate that meets the bar, or once the next is too large to be chosen. Each step
+    of a series buys accuracy with size (smaller weight-only blocks also with speed): blocks of 128, 64, 32;
+    smoothquant with 0, 1, 2... of the most sensitive MatMuls kept fp32.
 
     `fused`: the source has a fused-attention graph; `calibrated`: the task has calibration inputs
     (smoothing needs activations). `mode` is one of the manifest's QUANTIZATION_MODES.
@@ -95,11 +97,11 @@ def series_for(mode: str, fused: bool, calibrated: bool) -> list[list[Scheme]]:
     if mode == "dynamic-int8":
         return [[DYNAMIC]]
     if mode == "weight-only-int8":
-        return [[s] for s in WEIGHT_ONLY] + fused_only
+        return [WEIGHT_ONLY, *fused_only]
     if mode == "smoothquant-int8":
         return smoothquant
     if mode == "auto":
-        return [[DYNAMIC], *([s] for s in WEIGHT_ONLY), *fused_only, *smoothquant]
+        return [[DYNAMIC], WEIGHT_ONLY, *fused_only, *smoothquant]
     return []
 
 

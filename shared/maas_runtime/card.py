@@ -142,7 +142,7 @@ class QuantizationReport:
 
     Each candidate entry: name, graph ("standard" or "fused": eager-attention export with ONNX
     Runtime's attention kernel), method, weights, activations, bytes, size_ratio (of fp32), parity
-    (the task's figures), passed, failures, and latency {"batch32_mixed_ms", "batch1_ms"} measured
+    (the task's figures), passed, failures, and latency {"mixed_batch" (its size), "mixed_batch_ms", "batch1_ms"} measured
     through the runtime on `latency_workload`. Fields added after schema 3 have defaults, so a
     schema-3 card without them still reads.
     """

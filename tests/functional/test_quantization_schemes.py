@@ -29,10 +29,12 @@ def fp32_graph(built):
 
 
 @pytest.fixture(scope="module")
-def calibration_feeds(fp32_graph):
+def observed(fp32_graph):
+    """Calibration activations of the fp32 graph (fewer texts than the build: the checks below do
+    not depend on how many)."""
     encoder = TextEncoder(fp32_graph[1], 256)
-    texts = calibration_texts()
-    return [encoder.encode(texts[i : i + 8])[0] for i in range(0, len(texts), 8)]
+    texts = calibration_texts(32)
+    return smoothquant.observe(fp32_graph[0], [encoder.encode(texts[i : i + 8])[0] for i in range(0, len(texts), 8)])
 
 
 def run(path, tokenizer, texts):
@@ -43,14 +45,15 @@ def run(path, tokenizer, texts):
 
 
 def test_calibration_never_uses_the_parity_set():
-    assert not set(calibration_texts()) & set(embedding_texts())
-    assert len(set(calibration_texts())) == len(calibration_texts()) >= 40
+    texts = calibration_texts(smoothquant.CALIBRATION_TEXTS)
+    assert not set(texts) & set(embedding_texts())
+    assert len(set(texts)) == len(texts) == smoothquant.CALIBRATION_TEXTS
 
 
-def test_smoothing_is_exact_in_fp32(fp32_graph, calibration_feeds, tmp_path):
+def test_smoothing_is_exact_in_fp32(fp32_graph, observed, tmp_path):
     # GIVEN the fp32 graph and its smoothed copy (X' = X / s, W' = diag(s) W)
     smoothed = tmp_path / "smoothed.onnx"
-    report = smoothquant.smooth(fp32_graph[0], smoothed, calibration_feeds)
+    report, _ = smoothquant.smooth(fp32_graph[0], smoothed, observed)
     onnx.checker.check_model(str(smoothed))
     assert report["matmuls"] == 36 and report["activations_smoothed"] == 24  # per layer: Q/K/V share one input, 3 more
     # WHEN both run on held-out texts
@@ -67,22 +70,20 @@ def test_smoothing_is_exact_in_fp32(fp32_graph, calibration_feeds, tmp_path):
     assert len(changed) == 36
 
 
-def test_sensitivity_ranks_every_matmul(fp32_graph, calibration_feeds, tmp_path):
+def test_sensitivity_ranks_every_matmul(fp32_graph, observed, tmp_path):
     smoothed = tmp_path / "smoothed.onnx"
-    smoothquant.smooth(fp32_graph[0], smoothed, calibration_feeds)
-    ranking = smoothquant.sensitivity(smoothed, calibration_feeds)
+    _, scales = smoothquant.smooth(fp32_graph[0], smoothed, observed)
+    ranking = smoothquant.sensitivity(smoothed, observed, scales)
     errors = [e for _, e in ranking]
     assert len(ranking) == 36 and errors == sorted(errors, reverse=True)
     assert all(0 < e < 0.5 for e in errors)  # int8 error: neither zero nor noise
 
 
 @pytest.mark.parametrize("excluded", [0, 2])
-def test_smoothquant_graph_is_valid_and_keeps_the_named_matmuls_fp32(fp32_graph, calibration_feeds, tmp_path, excluded):
-    prepared = tmp_path / "prepared.onnx"
-    quantize.preprocess(fp32_graph[0], prepared)
+def test_smoothquant_graph_is_valid_and_keeps_the_named_matmuls_fp32(fp32_graph, observed, tmp_path, excluded):
     smoothed = tmp_path / "smoothed.onnx"
-    smoothquant.smooth(prepared, smoothed, calibration_feeds)
-    ranking = [n for n, _ in smoothquant.sensitivity(smoothed, calibration_feeds)]
+    _, scales = smoothquant.smooth(fp32_graph[0], smoothed, observed)
+    ranking = [n for n, _ in smoothquant.sensitivity(smoothed, observed, scales)]
     scheme = quantize.smoothquant_series("standard")[excluded]
     target = tmp_path / "int8.onnx"
     quantize.quantize(scheme, smoothed, target, tuple(ranking))
@@ -108,11 +109,11 @@ def test_card_records_every_candidate_with_latency(built):
     assert any(n.startswith("fused-smoothquant-int8-x") for n in names)
     assert {c["graph"] for c in report.candidates} == {"standard", "fused"}
     for c in report.candidates:
-        assert c["latency"]["batch32_mixed_ms"] > 0 and c["latency"]["batch1_ms"] > 0
+        assert c["latency"]["mixed_batch_ms"] > 0 and c["latency"]["batch1_ms"] > 0
         assert c["parity"]["min_cosine"] > 0.9 and 0 < c["size_ratio"] < 0.35
     chosen = next(c for c in report.candidates if c["name"] == report.chosen)
     assert chosen["passed"] and report.prefer == "speed" and report.reason
-    assert "batch32" in report.latency_workload
+    assert "mixed_batch: one request of 32" in report.latency_workload
     assert report.calibration["inputs"] and len(report.calibration["most_sensitive"]) == quantize.MAX_EXCLUDED
     # the smoothquant series stops at its first passing candidate
     series = [c for c in report.candidates if "smoothquant" in c["name"]]

@@ -6,7 +6,7 @@ from maas.builder.selection import MAX_SIZE_PREMIUM, SPEED_TIE, choose, workload
 
 
 def entry(name, mb, batch32_ms, passed=True):
-    return {"name": name, "bytes": int(mb * 1e6), "passed": passed, "latency": {"batch32_mixed_ms": batch32_ms, "batch1_ms": 1.0}}
+    return {"name": name, "bytes": int(mb * 1e6), "passed": passed, "latency": {"mixed_batch_ms": batch32_ms, "batch1_ms": 1.0}}
 
 
 # GIVEN candidates as a MiniLM build measures them (size in MB, batch-32 mixed ms, passed)
@@ -58,5 +58,6 @@ def test_workload_is_a_mixed_batch_in_order():
     inputs = [f"text {i}" for i in range(240)]
     batch, single, words = workload(inputs)
     assert len(batch) == 32 and batch == sorted(batch, key=inputs.index)
+    assert len(workload(inputs, 8)[0]) == 8  # never more than the model serves in one request
     assert batch[0] == inputs[0] and batch[-1] == inputs[7 * 31]
     assert single == inputs[120] and "32" in words

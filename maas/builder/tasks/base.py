@@ -72,9 +72,10 @@ class BuildTask:
         from maas_runtime.tokenization import TextEncoder
 
         from ..evalsets import CALIBRATION_DESCRIPTION, CALIBRATION_SEED, calibration_texts
+        from ..smoothquant import CALIBRATION_TEXTS
 
         encoder = TextEncoder(exported.extra_files[exported.inputs.tokenizer], spec.serving.max_sequence_length)
-        texts = calibration_texts()
+        texts = calibration_texts(CALIBRATION_TEXTS)
         feeds = [encoder.encode(texts[i : i + 8])[0] for i in range(0, len(texts), 8)]
         return feeds, CALIBRATION_DESCRIPTION.format(count=len(texts), seed=CALIBRATION_SEED)
 
