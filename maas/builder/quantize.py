@@ -129,24 +129,17 @@ def quantize(scheme: Scheme, source: Path, target: Path, fp32_nodes: tuple[str, 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     _quiet()
-    if scheme.kind == "smoothquant":
+    if scheme.kind in ("dynamic", "smoothquant"):
+        excluded = []
+        if scheme.kind == "smoothquant":
+            excluded = [*small_gathers(onnx.load(str(source), load_external_data=False)), *fp32_nodes[: scheme.excluded]]
         quantize_dynamic(
             str(source),
             str(target),
             per_channel=True,
             weight_type=QuantType.QUInt8,
             op_types_to_quantize=["MatMul", "Gather"],
-            nodes_to_exclude=[*small_gathers(onnx.load(str(source), load_external_data=False)), *fp32_nodes[: scheme.excluded]],
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-        return
-    if scheme.kind == "dynamic":
-        quantize_dynamic(
-            str(source),
-            str(target),
-            per_channel=True,
-            weight_type=QuantType.QUInt8,
-            op_types_to_quantize=["MatMul", "Gather"],
+            nodes_to_exclude=excluded,
             # Fused contrib ops (SkipLayerNormalization, BiasGelu) carry no inferred types.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
