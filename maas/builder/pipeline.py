@@ -213,9 +213,10 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
             quantize.preprocess(prepared[graph_name], work / f"prepared-{graph_name}.onnx")
             prepared[graph_name] = work / f"prepared-{graph_name}.onnx"
         calibration_report, ranking = None, []
-        if any(s.kind == "smoothquant" for group in series for s in group):
+        smoothed_graph = next((s.graph for group in series for s in group if s is not None and s.kind == "smoothquant"), None)
+        if smoothed_graph is not None:
             t = step("SmoothQuant: activation ranges and node sensitivity on the calibration set")
-            graph_name = next(s.graph for group in series for s in group if s.kind == "smoothquant")
+            graph_name = smoothed_graph
             feeds, calibration_words = calibration
             smoothed = work / f"smoothed-{graph_name}.onnx"
             observed = smoothquant.observe(prepared[graph_name], feeds)
