@@ -120,7 +120,7 @@ def test_digits_builds_from_scratch_and_shows_progress(tmp_path, capsys):
     assert result.card.optimization.pruning["achieved"] == pytest.approx(0.3, abs=0.01)
     assert result.card.parity.figures["optimized_accuracy"] >= 0.95
     err = capsys.readouterr().err
-    for step in ("export", "graph optimization", "pruning", "quantize candidate", "parity of"):
+    for step in ("export", "graph optimization", "pruning", "quantize candidate", "parity and latency of"):
         assert f"[digits] {step}" in err or step in err
 
 
