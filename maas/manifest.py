@@ -21,7 +21,8 @@ from pydantic_core import PydanticCustomError
 
 TARGETS = ("lambda", "sagemaker")
 SOURCE_TYPES = ("huggingface", "recipe", "onnx")
-QUANTIZATION_MODES = ("auto", "dynamic-int8", "weight-only-int8", "none")
+QUANTIZATION_MODES = ("auto", "dynamic-int8", "weight-only-int8", "smoothquant-int8", "none")
+PREFERENCES = ("speed", "size")
 ARCHITECTURES = ("arm64", "x86_64")
 ARTIFACT_LOCATIONS = ("package", "s3")
 ACCELERATORS = ("none", "tensorrt-fp16")
@@ -161,6 +162,9 @@ class Optimization(Table):
     quantization: OneOf(*QUANTIZATION_MODES) = "auto"
     pruning_sparsity: Number(0.0, 0.95) = 0.0
     max_size_ratio: Number(0.01, 1.0) | None = None
+    prefer: OneOf(*PREFERENCES) = "speed"
+    """Among candidates that pass every threshold: the fastest on a mixed batch of 32 unless much
+    larger than the smallest (maas.builder.selection), or simply the smallest."""
 
 
 class ServingLimits(Table):

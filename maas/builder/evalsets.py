@@ -108,3 +108,19 @@ def embedding_texts(count: int = 240, seed: int = 7) -> list[str]:
             sentence = rng.choice(_SENTENCES)
             texts.append(sentence.replace(".", f" {rng.choice(_EMOJI + _NUMBERS)}."))
     return texts[:count]
+
+
+CALIBRATION_SEED = 1009
+CALIBRATION_DESCRIPTION = (
+    "{count} texts composed by maas.builder.evalsets with seed {seed} (another draw than the parity "
+    "set's, none of them one of its texts; the fixed pools' single items are left out)"
+)
+
+
+def calibration_texts(count: int = 48) -> list[str]:
+    """Texts that calibrate quantization (activation ranges, node sensitivity): drawn like the parity
+    set but never one of its texts, so parity measures what calibration did not see."""
+    fixed = {t for pool in (_SHORT, _SENTENCES, _PUNCTUATION, _NUMBERS, _CODE, _NON_ENGLISH, _EMOJI) for t in pool}
+    held_out = set(embedding_texts()) | fixed
+    drawn = embedding_texts(count=len(fixed) + 4 * count, seed=CALIBRATION_SEED)
+    return [t for t in drawn if t not in held_out][:count]

@@ -19,6 +19,8 @@ from maas_runtime.card import InputSpec, OutputSpec
 
 from ..manifest import ModelSpec
 from . import evalsets
+from .optimize import bert_config
+from .quantize import uses_fused_graph
 from .tasks import BuildTask, build_task
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -43,6 +45,10 @@ class Exported:
     train_inputs: np.ndarray | None = None  # training rows in request units, where the source has them (explanations' background)
     description: str = ""
     reference_kind: str = "fp32 PyTorch original"
+    attention_export: Path | None = None
+    """The same model exported with eager attention, whose pattern ONNX Runtime fuses into its
+    attention kernel (the default SDPA export traces to a graph it cannot fuse); None where the
+    fusions do not apply to the source."""
 
 
 def _torch_export(module, args, path: Path, input_names, output_names, dynamic_axes) -> None:
@@ -117,6 +123,13 @@ def _export_huggingface(spec: ModelSpec, task: BuildTask, folder: Path, work: Pa
     axes = {n: {0: "batch", 1: "sequence"} for n in TEXT_INPUTS}
     axes[output_name] = task.output_axes
     _torch_export(wrapper, args, path, TEXT_INPUTS, [output_name], axes)
+    attention_export = None
+    if bert_config(folder) is not None and uses_fused_graph(spec.optimization.quantization):
+        attention = model.config._attn_implementation
+        model.set_attn_implementation("eager")
+        attention_export = work / "fp32-eager-attention.onnx"
+        _torch_export(wrapper, args, attention_export, TEXT_INPUTS, [output_name], axes)
+        model.set_attn_implementation(attention)  # the reference stays the model as it ships
 
     with torch.inference_mode():
         reference = _text_reference(
@@ -130,6 +143,7 @@ def _export_huggingface(spec: ModelSpec, task: BuildTask, folder: Path, work: Pa
         reference=reference,
         extra_files={TOKENIZER_FILE: tokenizer},
         description=evalsets.TEXT_SET_DESCRIPTION.format(count=len(texts)),
+        attention_export=attention_export,
     )
 
 

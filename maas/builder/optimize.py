@@ -15,34 +15,52 @@ import onnx
 from onnx import numpy_helper
 
 
-def optimize_graph(source: Path, target: Path, *, model_folder: Path | None) -> dict:
-    """BERT fusions where the source is a Hugging Face BERT-family folder, basic rewrites otherwise."""
-    config = _bert_config(model_folder)
+def optimize_graph(source: Path, target: Path, *, model_folder: Path | None, fused_attention: bool = False) -> dict:
+    """BERT fusions where the source is a Hugging Face BERT-family folder, basic rewrites otherwise.
+
+    `fused_attention`: the source is an eager-attention export (`export.Exported.attention_export`)
+    and its attention becomes ONNX Runtime's MultiHeadAttention kernel. The Q, K and V projections
+    stay separate MatMuls (not the packed Attention op) so that every int8 scheme can still take
+    them, and the embeddings stay a Gather (not EmbedLayerNormalization) so the table is still
+    quantized to uint8.
+    """
+    config = bert_config(model_folder)
     if config is not None:
-        return _optimize_transformer(source, target, config)
+        return _optimize_transformer(source, target, config, fused_attention)
     return _optimize_basic(source, target)
 
 
-def _bert_config(model_folder: Path | None) -> dict | None:
+def bert_config(model_folder: Path | None) -> dict | None:
+    """The folder's config.json where ONNX Runtime's BERT fusions apply to it, else None."""
     if model_folder is None or not (model_folder / "config.json").is_file():
         return None
     config = json.loads((model_folder / "config.json").read_text())
     return config if config.get("model_type") == "bert" else None
 
 
-def _optimize_transformer(source: Path, target: Path, config: dict) -> dict:
+def _optimize_transformer(source: Path, target: Path, config: dict, fused_attention: bool) -> dict:
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions("bert")
+    if fused_attention:
+        options.use_multi_head_attention = True
+        options.disable_multi_head_attention_bias = True
+        options.enable_embed_layer_norm = False
     optimized = optimize_model(
         str(source),
         model_type="bert",
         num_heads=config["num_attention_heads"],
         hidden_size=config["hidden_size"],
         opt_level=1,
+        optimization_options=options,
     )
     fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
     optimized.save_model_to_file(str(target))
-    return {"method": "onnxruntime.transformers bert fusions + basic graph optimization", "fused": fused}
+    method = "onnxruntime.transformers bert fusions + basic graph optimization"
+    if fused_attention:
+        method += " (eager-attention export, MultiHeadAttention fused)"
+    return {"method": method, "fused": fused}
 
 
 def _optimize_basic(source: Path, target: Path) -> dict:

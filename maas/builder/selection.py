@@ -1,0 +1,109 @@
+"""How a candidate is timed, and which one the build keeps.
+
+Every candidate is timed through the runtime exactly as it will be served (`Model.predict`), on a
+workload taken from the evaluation inputs: one request of 32 mixed-length inputs (fewer where the
+model's serving limit is lower) in their order
+(short, long, truncated side by side, as real traffic arrives) and one request of a single input.
+These are build-time figures on the build machine, recorded in the card for comparison between
+candidates of one build, not a benchmark (`maas bench` is).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+BATCH = 32
+ROUNDS_BATCH = 3
+ROUNDS_SINGLE = 10
+
+MAX_SIZE_PREMIUM = 0.15
+"""prefer = "speed": a passing candidate more than 15% larger than the smallest passing one is not
+chosen however fast. On MiniLM, keeping the one or two most sensitive MatMuls in fp32 costs 5-10%
+of the file; more than that is as much bytes as a whole other int8 layer, which a cold start reads
+and a Lambda package carries, for accuracy the other schemes already reach."""
+SPEED_TIE = 0.10
+"""Candidates within 10% of the fastest batch-32 time count as equally fast and the smallest of
+them wins: on a shared 2-core build machine run-to-run noise is of that order, and size is exact."""
+
+
+def workload(inputs: list, max_batch: int = BATCH) -> tuple[list, object, str]:
+    """The mixed request (every n-th evaluation input, in order; 32, or the model's serving limit
+    where that is lower), the batch-1 input, and the words the card records for both."""
+    size = min(BATCH, max_batch)
+    step = max(1, len(inputs) // size)
+    batch = inputs[::step][:size]
+    single = inputs[len(inputs) // 2]
+    words = (
+        f"mixed_batch: one request of {len(batch)} evaluation inputs (every {step}th of {len(inputs)}, in order, "
+        f"lengths mixed), median of {ROUNDS_BATCH} rounds on the session parity warmed; batch1: the middle evaluation "
+        f"input alone, median of {ROUNDS_SINGLE}; through maas_runtime.Model.predict, the build machine's threads"
+    )
+    return batch, single, words
+
+
+def _median_ms(call, rounds: int, warmup: int) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return round(float(np.median(times)) * 1000, 3)
+
+
+def latency(model, inputs: list) -> dict:
+    """{"mixed_batch", "mixed_batch_ms", "batch1_ms"} for a loaded Model."""
+    batch, single, _ = workload(inputs, model.max_batch)
+    return {
+        "mixed_batch": len(batch),
+        # No warm-up for the batch: parity has just run every input through this session.
+        "mixed_batch_ms": _median_ms(lambda: model.predict(batch), ROUNDS_BATCH, 0),
+        "batch1_ms": _median_ms(lambda: model.predict([single]), ROUNDS_SINGLE, 3),
+    }
+
+
+def could_win(size: int, passing_sizes: list[int], prefer: str = "speed") -> bool:
+    """Whether a candidate of `size` bytes could still be chosen beside those already passing: a
+    series stops measuring once its next candidate is too large to win (the rule of `choose`)."""
+    if not passing_sizes:
+        return True
+    premium = MAX_SIZE_PREMIUM if prefer == "speed" else 0.0
+    return size <= min(passing_sizes) * (1 + premium)
+
+
+def choose(entries: list[dict], prefer: str = "speed") -> tuple[dict, str]:
+    """The candidate to ship among measured entries (each with "name", "bytes", "passed" and
+    "latency"), and the reason the card gives. None of them passing is the caller's error."""
+    passing = [e for e in entries if e["passed"]]
+    if not passing:
+        raise ValueError("no candidate passes")
+    smallest = min(passing, key=lambda e: (e["bytes"], e["latency"]["mixed_batch_ms"]))
+    if prefer == "size":
+        return smallest, "the smallest candidate that meets every parity and size threshold (prefer = size)"
+    affordable = [e for e in passing if e["bytes"] <= smallest["bytes"] * (1 + MAX_SIZE_PREMIUM)]
+    fastest = min(affordable, key=lambda e: e["latency"]["mixed_batch_ms"])
+    tied = [e for e in affordable if e["latency"]["mixed_batch_ms"] <= fastest["latency"]["mixed_batch_ms"] * (1 + SPEED_TIE)]
+    chosen = min(tied, key=lambda e: (e["bytes"], e["latency"]["mixed_batch_ms"]))
+    ms = chosen["latency"]["mixed_batch_ms"]
+    too_large = [e for e in passing if e not in affordable and e["latency"]["mixed_batch_ms"] < ms]
+    if too_large:
+        quicker = min(too_large, key=lambda e: e["latency"]["mixed_batch_ms"])
+        note = (f"; {quicker['name']} was faster ({quicker['latency']['mixed_batch_ms']} ms) but "
+                f"{quicker['bytes'] / smallest['bytes'] - 1:.0%} larger than the smallest passing, over the {MAX_SIZE_PREMIUM:.0%} premium")
+    else:
+        note = ""
+    if chosen is smallest:
+        if len(affordable) == 1:
+            return chosen, f"the smallest passing candidate and the only one within {MAX_SIZE_PREMIUM:.0%} of its size (prefer = speed){note}"
+        return chosen, (
+            f"the smallest passing candidate and, at {ms} ms for the mixed batch, within "
+            f"{SPEED_TIE:.0%} of the fastest passing one within {MAX_SIZE_PREMIUM:.0%} of its size (prefer = speed){note}"
+        )
+    return chosen, (
+        f"the fastest passing candidate on the mixed batch ({ms} ms vs {smallest['latency']['mixed_batch_ms']} ms "
+        f"for the smallest passing, {smallest['name']}), {chosen['bytes'] / smallest['bytes'] - 1:.1%} larger, "
+        f"within the {MAX_SIZE_PREMIUM:.0%} size premium (prefer = speed){note}"
+    )

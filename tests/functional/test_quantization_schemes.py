@@ -1,0 +1,122 @@
+"""The build's int8 schemes on the real MiniLM: SmoothQuant is exact in fp32, the new graphs are
+valid and run, and the card records every candidate's parity, size and latency."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from maas.builder import quantize, smoothquant
+from maas.builder.evalsets import calibration_texts, embedding_texts
+from maas.builder.tasks import build_task
+from maas_runtime.tokenization import TextEncoder
+
+HELD_OUT = [  # neither calibration nor parity texts
+    "The orchestra rehearsed Mahler's fifth symphony until midnight.",
+    "Battery drains fast after the latest phone update.",
+    "Die Bibliothek öffnet morgen erst um zehn Uhr.",
+    "git rebase -i HEAD~3 && git push --force-with-lease",
+    "火山の噴火で空港が閉鎖された。",
+    "Penguins cannot fly, but they are excellent swimmers. " * 30,
+]
+
+
+@pytest.fixture(scope="module")
+def fp32_graph(built):
+    """The fp32 MiniLM graph as the build optimizes it (the heavy model ships it unquantized)."""
+    folder = built["minilm-gpu"].folder
+    return folder / built["minilm-gpu"].card.model_file, folder / built["minilm-gpu"].card.inputs.tokenizer
+
+
+@pytest.fixture(scope="module")
+def observed(fp32_graph):
+    """Calibration activations of the fp32 graph (fewer texts than the build: the checks below do
+    not depend on how many)."""
+    encoder = TextEncoder(fp32_graph[1], 256)
+    texts = calibration_texts(32)
+    return smoothquant.observe(fp32_graph[0], [encoder.encode(texts[i : i + 8])[0] for i in range(0, len(texts), 8)])
+
+
+def run(path, tokenizer, texts):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    feeds, _ = TextEncoder(tokenizer, 256).encode(texts)
+    return session.run(None, {k: v for k, v in feeds.items() if k in names})[0], feeds["attention_mask"]
+
+
+def test_calibration_never_uses_the_parity_set():
+    texts = calibration_texts(smoothquant.CALIBRATION_TEXTS)
+    assert not set(texts) & set(embedding_texts())
+    # (a draw may repeat a composed text; ranges and the ranking do not depend on repeats)
+    assert len(texts) == smoothquant.CALIBRATION_TEXTS and len(set(texts)) > 0.9 * len(texts)
+
+
+def test_smoothing_is_exact_in_fp32(fp32_graph, observed, tmp_path):
+    # GIVEN the fp32 graph and its smoothed copy (X' = X / s, W' = diag(s) W)
+    smoothed = tmp_path / "smoothed.onnx"
+    report, _ = smoothquant.smooth(fp32_graph[0], smoothed, observed)
+    onnx.checker.check_model(str(smoothed))
+    assert report["matmuls"] == 36 and report["activations_smoothed"] == 24  # per layer: Q/K/V share one input, 3 more
+    # WHEN both run on held-out texts
+    exact, mask = run(fp32_graph[0], fp32_graph[1], HELD_OUT)
+    moved, _ = run(smoothed, fp32_graph[1], HELD_OUT)
+    # THEN X'W' == XW up to fp32 rounding, on every real token
+    real = mask.astype(bool)
+    assert np.abs(moved[real] - exact[real]).max() <= 1e-3 * np.abs(exact[real]).max()
+    # AND the smoothing did move range: the Muls are there and the weights changed
+    graph = onnx.load(str(smoothed)).graph
+    assert sum(n.name.endswith("/SmoothMul") for n in graph.node) == 24
+    before = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(fp32_graph[0])).graph.initializer}
+    changed = [i.name for i in graph.initializer if i.name in before and not np.array_equal(onnx.numpy_helper.to_array(i), before[i.name])]
+    assert len(changed) == 36
+
+
+def test_sensitivity_ranks_every_matmul(fp32_graph, observed, tmp_path):
+    smoothed = tmp_path / "smoothed.onnx"
+    _, scales = smoothquant.smooth(fp32_graph[0], smoothed, observed)
+    ranking = smoothquant.sensitivity(smoothed, observed, scales)
+    errors = [e for _, e in ranking]
+    assert len(ranking) == 36 and errors == sorted(errors, reverse=True)
+    assert all(0 < e < 0.5 for e in errors)  # int8 error: neither zero nor noise
+
+
+@pytest.mark.parametrize("excluded", [0, 2])
+def test_smoothquant_graph_is_valid_and_keeps_the_named_matmuls_fp32(fp32_graph, observed, tmp_path, excluded):
+    smoothed = tmp_path / "smoothed.onnx"
+    _, scales = smoothquant.smooth(fp32_graph[0], smoothed, observed)
+    ranking = [n for n, _ in smoothquant.sensitivity(smoothed, observed, scales)]
+    scheme = quantize.smoothquant_series("standard")[excluded]
+    target = tmp_path / "int8.onnx"
+    quantize.quantize(scheme, smoothed, target, tuple(ranking))
+    model = onnx.load(str(target))
+    onnx.checker.check_model(model)
+    fp32_matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul"} & set(ranking)
+    assert fp32_matmuls == set(ranking[:excluded])
+    assert sum(n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger") for n in model.graph.node) == 36 - excluded
+    # the position and token-type tables stay fp32; the word table is uint8
+    assert len(quantize.small_gathers(onnx.load(str(smoothed)))) == 2
+    assert target.stat().st_size < 0.35 * fp32_graph[0].stat().st_size
+    task = build_task("embedding")
+    exact, mask = run(fp32_graph[0], fp32_graph[1], HELD_OUT)
+    served, _ = run(target, fp32_graph[1], HELD_OUT)
+    a, b = (task.reference(x, {"attention_mask": mask}) for x in (exact, served))
+    assert (a * b).sum(1).min() > 0.95
+
+
+def test_card_records_every_candidate_with_latency(built):
+    report = built["minilm"].card.optimization.quantization
+    names = [c["name"] for c in report.candidates]
+    assert {"dynamic-int8", "weight-only-int8-b128", "fused-weight-only-int8-b128"} <= set(names)
+    assert any(n.startswith("fused-smoothquant-int8-x") for n in names)
+    assert {c["graph"] for c in report.candidates} == {"standard", "fused"}
+    for c in report.candidates:
+        assert c["latency"]["mixed_batch_ms"] > 0 and c["latency"]["batch1_ms"] > 0
+        assert c["parity"]["min_cosine"] > 0.9 and 0 < c["size_ratio"] < 0.35
+    chosen = next(c for c in report.candidates if c["name"] == report.chosen)
+    assert chosen["passed"] and report.prefer == "speed" and report.reason
+    assert "mixed_batch: one request of 32" in report.latency_workload
+    assert report.calibration["inputs"] and len(report.calibration["most_sensitive"]) == quantize.MAX_EXCLUDED
+    # the smoothquant series stops at its first passing candidate
+    series = [c for c in report.candidates if "smoothquant" in c["name"]]
+    assert all(not c["passed"] for c in series[:-1])
+    assert [c["fp32_matmuls"] for c in series] == list(range(len(series)))

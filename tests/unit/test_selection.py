@@ -1,0 +1,63 @@
+"""The build's choice among measured candidates: speed within a size premium, or size."""
+
+import pytest
+
+from maas.builder.selection import MAX_SIZE_PREMIUM, SPEED_TIE, choose, workload
+
+
+def entry(name, mb, batch32_ms, passed=True):
+    return {"name": name, "bytes": int(mb * 1e6), "passed": passed, "latency": {"mixed_batch_ms": batch32_ms, "batch1_ms": 1.0}}
+
+
+# GIVEN candidates as a MiniLM build measures them (size in MB, batch-32 mixed ms, passed)
+MINILM_LIKE = [
+    entry("dynamic-int8", 22.9, 180.0, passed=False),  # fastest, but misses the parity bar
+    entry("weight-only-int8-b128", 23.1, 400.0),
+    entry("weight-only-int8-b64", 23.4, 410.0),
+    entry("fused-weight-only-int8-b128", 23.6, 330.0),
+    entry("fused-smoothquant-int8-x1", 25.3, 200.0),
+    entry("fused-smoothquant-int8-x4", 30.5, 150.0),  # fastest passing, but 32% larger than the smallest
+]
+
+
+@pytest.mark.parametrize(
+    ("candidates", "prefer", "expected"),
+    [
+        (MINILM_LIKE, "speed", "fused-smoothquant-int8-x1"),
+        (MINILM_LIKE, "size", "weight-only-int8-b128"),
+        # a failing candidate is never chosen, however small and fast
+        ([entry("a", 10, 10, passed=False), entry("b", 20, 100)], "speed", "b"),
+        # within the speed tie the smaller one wins: timings on a shared machine are noisy, sizes are not
+        ([entry("small", 20, 100), entry("big", 21, 100 / (1 + SPEED_TIE) + 1)], "speed", "small"),
+        # clearly faster and within the premium: the faster one
+        ([entry("small", 20, 100), entry("big", 20 * (1 + MAX_SIZE_PREMIUM) - 0.01, 50)], "speed", "big"),
+        # clearly faster but over the premium: the smaller one
+        ([entry("small", 20, 100), entry("big", 20 * (1 + MAX_SIZE_PREMIUM) + 0.01, 50)], "speed", "small"),
+        ([entry("only", 20, 100)], "speed", "only"),
+    ],
+)
+def test_choice_on_measured_candidates(candidates, prefer, expected):
+    chosen, reason = choose(candidates, prefer)
+    assert chosen["name"] == expected
+    assert f"prefer = {prefer}" in reason
+
+
+def test_reason_names_the_figures_that_decided():
+    chosen, reason = choose(MINILM_LIKE, "speed")
+    assert "200.0 ms" in reason and "400.0 ms" in reason and "weight-only-int8-b128" in reason
+    # and says which faster candidate lost on size
+    assert "fused-smoothquant-int8-x4 was faster (150.0 ms) but 32% larger" in reason
+
+
+def test_no_passing_candidate_is_an_error():
+    with pytest.raises(ValueError):
+        choose([entry("a", 10, 10, passed=False)])
+
+
+def test_workload_is_a_mixed_batch_in_order():
+    inputs = [f"text {i}" for i in range(240)]
+    batch, single, words = workload(inputs)
+    assert len(batch) == 32 and batch == sorted(batch, key=inputs.index)
+    assert len(workload(inputs, 8)[0]) == 8  # never more than the model serves in one request
+    assert batch[0] == inputs[0] and batch[-1] == inputs[7 * 31]
+    assert single == inputs[120] and "32" in words
