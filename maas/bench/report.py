@@ -89,23 +89,25 @@ def plot_latency(m: dict, path: Path) -> None:
 def frontier_points(m: dict) -> list[dict]:
     """One point per build candidate and per served variant: parity (min cosine against fp32
     PyTorch), batch-32 `mixed` throughput, file size. A build candidate's throughput comes from the
-    card (`latency_ms_b32_mixed`) where the build measured it; the chosen one is the kit itself,
-    measured here through the handler. A candidate without a throughput figure is listed, not plotted."""
+    card (`latency.mixed_batch_ms`: the build timed one request of its own mixed-length evaluation
+    texts through `Model.predict`, at build time, so it compares candidates with each other more
+    than with this run's figures); the chosen one is the kit itself, measured here through the
+    handler. A candidate without a latency figure is listed, not plotted."""
     t = m["threads"]
     case = m["latency"]["cases"].get(case_key(MIXED, 32), {})
     parity = m["latency"]["parity"]["variants"]
     sizes = m["footprint"]["model_files"]
     points = []
 
-    def add(label, kind, min_cosine, seconds, size):
+    def add(label, kind, min_cosine, seconds, size, batch=32):
         points.append({"label": label, "kind": kind, "min_cosine": min_cosine,
-                       "items_per_s": 32 / seconds if seconds else None, "bytes": size})
+                       "items_per_s": batch / seconds if seconds else None, "bytes": size})
 
     for c in m.get("candidates", []):
-        figures = c.get("parity") or {}
-        cos = c.get("min_cosine", figures.get("min_cosine"))
-        ms_b32 = c.get("latency_ms_b32_mixed")
-        add(f"candidate {c['name']}", "candidate", cos, ms_b32 / 1000 if ms_b32 else None, c.get("bytes"))
+        latency = c.get("latency") or {}
+        ms = latency.get("mixed_batch_ms")
+        add(f"candidate {c['name']}", "candidate", (c.get("parity") or {}).get("min_cosine"),
+            ms / 1000 if ms else None, c.get("bytes"), latency.get("mixed_batch", 32))
     kit = case.get(f"{KIT}@{t}t:handler")
     add(f"kit ({m['quantization']}, handler)", KIT, parity.get(f"{m['name']}/{KIT}@{t}t", {}).get("min_cosine"),
         kit["p50"] if kit else None, sizes["optimized_bytes"])
