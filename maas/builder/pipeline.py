@@ -239,7 +239,7 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
         for group in series:
             for scheme in group:
                 if scheme is None:
-                    description, file = {"name": "none", "graph": "standard", "method": "fp32, no quantization"}, prepared["standard"]
+                    description, file = {"name": "none", "graph": "standard", "batch_invariant": True, "method": "fp32, no quantization"}, prepared["standard"]
                 else:
                     step(f"quantize candidate {len(measured) + 1}: {scheme.name}")
                     file = work / f"{scheme.name}.onnx"

@@ -46,8 +46,16 @@ class Scheme:
     excluded: int = 0
     """smoothquant: how many of the most sensitive MatMuls stay fp32."""
 
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether an input's answer is independent of the other inputs of its request. The dynamic
+        schemes quantize each activation tensor with one range computed at run time over the whole
+        batch (DynamicQuantizeLinear), so a text's embedding moves with what it is batched with
+        (and with length-aware batching's sub-batches); weight-only blocks quantize per row."""
+        return self.kind == "weight-only"
+
     def describe(self) -> dict:
-        entry = {"name": self.name, "graph": self.graph}
+        entry = {"name": self.name, "graph": self.graph, "batch_invariant": self.batch_invariant}
         if self.kind == "dynamic":
             return entry | {
                 "method": "quantize_dynamic",

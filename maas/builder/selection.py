@@ -75,11 +75,26 @@ def could_win(size: int, passing_sizes: list[int], prefer: str = "speed") -> boo
 
 
 def choose(entries: list[dict], prefer: str = "speed") -> tuple[dict, str]:
-    """The candidate to ship among measured entries (each with "name", "bytes", "passed" and
-    "latency"), and the reason the card gives. None of them passing is the caller's error."""
+    """The candidate to ship among measured entries (each with "name", "bytes", "passed",
+    "latency" and "batch_invariant"), and the reason the card gives. None of them passing is the
+    caller's error.
+
+    A batch-dependent candidate (one whose answer for an input moves with the other inputs of its
+    request: quantize.Scheme.batch_invariant) ships only when no batch-invariant one passes. A
+    client expects the same text to get the same vector whatever it is sent with: caches, dedup and
+    tests rely on it, and it is worth more than the speed those schemes gain."""
     passing = [e for e in entries if e["passed"]]
     if not passing:
         raise ValueError("no candidate passes")
+    invariant = [e for e in passing if e.get("batch_invariant", True)]
+    if invariant and len(invariant) < len(passing):
+        chosen, reason = choose(invariant, prefer)
+        skipped = [e for e in passing if e not in invariant and e["latency"]["mixed_batch_ms"] < chosen["latency"]["mixed_batch_ms"]]
+        if skipped:
+            quicker = min(skipped, key=lambda e: e["latency"]["mixed_batch_ms"])
+            reason += (f"; {quicker['name']} was faster ({quicker['latency']['mixed_batch_ms']} ms) but its answers "
+                       "depend on the other inputs of a request (activations quantized per batch)")
+        return chosen, reason
     smallest = min(passing, key=lambda e: (e["bytes"], e["latency"]["mixed_batch_ms"]))
     if prefer == "size":
         return smallest, "the smallest candidate that meets every parity and size threshold (prefer = size)"

@@ -33,10 +33,18 @@ class Model:
             from .session import get_session  # onnxruntime: imported only where a graph runs here
 
             engine = OnnxEngine(get_session(self.folder / self.card.model_file))
-        self.engine = engine
-        self.task = task(self.card, self.folder, self.engine)
+        self.task = task(self.card, self.folder, engine)
         self.max_batch = self.card.serving.max_batch
         self.load_seconds = time.perf_counter() - started
+
+    @property
+    def engine(self) -> Engine:
+        """What runs the graph: the task's own (one reference, so a replaced engine is the one used)."""
+        return self.task.engine
+
+    @engine.setter
+    def engine(self, engine: Engine) -> None:
+        self.task.engine = engine
 
     @property
     def name(self) -> str:

@@ -16,13 +16,13 @@ import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from maas.lambda_worker import LambdaContext
 from maas.local_api import configure_local_environment, load_function_module
+from maas.triton.httpd import Handler, LocalServer
 
 configure_local_environment()
 
@@ -280,15 +280,11 @@ def test_a_load_failure_after_download_leaves_nothing_behind_on_retries(handler_
 # --- SageMaker, through a real HTTP server on 127.0.0.1 ------------------------------------------
 
 
-class FakeRuntime(BaseHTTPRequestHandler):
+class FakeRuntime(Handler):
     """sagemaker-runtime's InvokeEndpoint on 127.0.0.1, failing the way `fault` says."""
 
-    protocol_version = "HTTP/1.1"
     fault = None
     answer = b"{}"
-
-    def log_message(self, *args):
-        pass
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -304,12 +300,7 @@ class FakeRuntime(BaseHTTPRequestHandler):
         else:
             body, status, headers = type(self).answer, 200, {"Content-Type": "application/json"}
         try:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send(status, body, headers)
         except OSError:
             pass
 
@@ -324,12 +315,9 @@ def runtime():
     # Triton's KServe v2 answer (JSON form) for one text: the pooled vector
     vector = np.full((1, 384), 0.5, dtype=np.float32)
     handler.answer = encode_response("minilm-gpu", {"sentence_embedding": vector}, {"sentence_embedding": False})[0]
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield handler, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    server = LocalServer()
+    yield handler, server.serve(handler, "fake-runtime")
+    server.stop()
 
 
 @pytest.mark.parametrize("fault, status, code", [

@@ -8,8 +8,6 @@ Stubber and a scripted sagemaker-runtime on 127.0.0.1; moto for InvokeEndpoint's
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from maas.manifest import LambdaSettings, load_manifest  # noqa: E402
 from maas.triton.endpoint import LocalEndpoint, stage_local_model  # noqa: E402
 from maas.triton.front import NO_CAPACITY_MESSAGE  # noqa: E402
 from maas.triton.graph import POOLED_OUTPUT  # noqa: E402
+from maas.triton.httpd import Handler, LocalServer  # noqa: E402
 from maas.triton.server import unavailable_reason  # noqa: E402
 from maas_api import constants  # noqa: E402
 from maas_runtime.kserve import encode_response, sagemaker_content_type  # noqa: E402
@@ -237,17 +236,13 @@ def test_sagemaker_errors_become_api_statuses(proxy_module, staged, code, http_s
     assert "expected 3 inputs" not in body["error"]["message"] and "Traceback" not in body["error"]["message"]
 
 
-class _ScriptedRuntime(BaseHTTPRequestHandler):
+class _ScriptedRuntime(Handler):
     """A sagemaker-runtime on 127.0.0.1 that throttles the first N calls, is slow, or answers `answer`."""
 
-    protocol_version = "HTTP/1.1"
     throttle_first = 0
     delay_s = 0.0
     calls = 0
     answer = (b"{}", "application/json")
-
-    def log_message(self, *args):
-        pass
 
     def do_POST(self):
         import time
@@ -261,13 +256,8 @@ class _ScriptedRuntime(BaseHTTPRequestHandler):
             body, status, extra = b'{"message": "Rate exceeded"}', 400, {"x-amzn-ErrorType": "ThrottlingException", "Content-Type": "application/json"}
         else:
             body, status, extra = cls.answer[0], 200, {"Content-Type": cls.answer[1]}
-        self.send_response(status)
-        for key, value in extra.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
         try:
-            self.wfile.write(body)
+            self.send(status, body, extra)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
@@ -278,12 +268,9 @@ def scripted():
     vectors = np.full((2, 384), 0.5, dtype=np.float32)
     body, size = encode_response(NAME, {POOLED_OUTPUT: vectors}, {POOLED_OUTPUT: True})
     handler.answer = (body, sagemaker_content_type(size))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield handler, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    server = LocalServer()
+    yield handler, server.serve(handler, "scripted-runtime")
+    server.stop()
 
 
 def _client_for(proxy_module, url, **overrides):

@@ -4,10 +4,8 @@ and which tenants may call it; `maas usage` from CloudWatch (moto) sums the func
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 
 def test_one_key_and_usage_plan_per_tenant(variant):

@@ -1,6 +1,5 @@
 """The bench's `mixed` workload: built from the project's own texts, deterministic, long-tailed."""
 
-import numpy as np
 import pytest
 
 from maas.bench.workload import MIXED, case_inputs, length_profile, mixed_texts, requests, token_counts

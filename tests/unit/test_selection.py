@@ -5,25 +5,29 @@ import pytest
 from maas.builder.selection import MAX_SIZE_PREMIUM, SPEED_TIE, choose, workload
 
 
-def entry(name, mb, batch32_ms, passed=True):
-    return {"name": name, "bytes": int(mb * 1e6), "passed": passed, "latency": {"mixed_batch_ms": batch32_ms, "batch1_ms": 1.0}}
+def entry(name, mb, batch32_ms, passed=True, batch_invariant=True):
+    return {"name": name, "bytes": int(mb * 1e6), "passed": passed, "batch_invariant": batch_invariant,
+            "latency": {"mixed_batch_ms": batch32_ms, "batch1_ms": 1.0}}
 
 
 # GIVEN candidates as a MiniLM build measures them (size in MB, batch-32 mixed ms, passed)
 MINILM_LIKE = [
-    entry("dynamic-int8", 22.9, 180.0, passed=False),  # fastest, but misses the parity bar
+    entry("dynamic-int8", 22.9, 180.0, passed=False, batch_invariant=False),  # fastest, but misses the parity bar
     entry("weight-only-int8-b128", 23.1, 400.0),
     entry("weight-only-int8-b64", 23.4, 410.0),
     entry("fused-weight-only-int8-b128", 23.6, 330.0),
-    entry("fused-smoothquant-int8-x1", 25.3, 200.0),
-    entry("fused-smoothquant-int8-x4", 30.5, 150.0),  # fastest passing, but 32% larger than the smallest
+    entry("fused-smoothquant-int8-x1", 25.3, 200.0, batch_invariant=False),  # answers move with the batch
+    entry("fused-weight-only-int8-b32", 30.5, 150.0),  # fastest passing, but 32% larger than the smallest
 ]
 
 
 @pytest.mark.parametrize(
     ("candidates", "prefer", "expected"),
     [
-        (MINILM_LIKE, "speed", "fused-smoothquant-int8-x1"),
+        (MINILM_LIKE, "speed", "fused-weight-only-int8-b128"),
+        # batch-dependent candidates ship only when no batch-invariant one passes
+        ([entry("invariant", 23, 400), entry("dependent", 23, 200, batch_invariant=False)], "speed", "invariant"),
+        ([entry("invariant", 23, 400, passed=False), entry("dependent", 23, 200, batch_invariant=False)], "speed", "dependent"),
         (MINILM_LIKE, "size", "weight-only-int8-b128"),
         # a failing candidate is never chosen, however small and fast
         ([entry("a", 10, 10, passed=False), entry("b", 20, 100)], "speed", "b"),
@@ -44,9 +48,10 @@ def test_choice_on_measured_candidates(candidates, prefer, expected):
 
 def test_reason_names_the_figures_that_decided():
     chosen, reason = choose(MINILM_LIKE, "speed")
-    assert "200.0 ms" in reason and "400.0 ms" in reason and "weight-only-int8-b128" in reason
-    # and says which faster candidate lost on size
-    assert "fused-smoothquant-int8-x4 was faster (150.0 ms) but 32% larger" in reason
+    assert "330.0 ms" in reason and "400.0 ms" in reason and "weight-only-int8-b128" in reason
+    # and says which faster candidates lost, on size and on batch dependence
+    assert "fused-weight-only-int8-b32 was faster (150.0 ms) but 32% larger" in reason
+    assert "fused-smoothquant-int8-x1 was faster (200.0 ms) but its answers depend on the other inputs" in reason
 
 
 def test_no_passing_candidate_is_an_error():
