@@ -211,7 +211,7 @@ def render_model(m: dict, image_dir: str, results: dict) -> list[str]:
     name = m["name"]
     lines = [f"## {name} {m['version']} ({m['task']}, {m['quantization']})", ""]
     title = "Targets (ratios to the PyTorch baseline in this run)" if m["task"] == "embedding" else (
-        "Ratios to the PyTorch baseline in this run (the issue's targets are set for minilm; shown, not judged)"
+        "Ratios to the PyTorch baseline in this run (the targets are set for minilm; shown, not judged)"
     )
     lines += [f"### {title}", "", "| target | measured | goal | met | how |", "|---|---|---|---|---|"]
     for row in m["targets"]:
