@@ -80,21 +80,34 @@ def choose(entries: list[dict], prefer: str = "speed") -> tuple[dict, str]:
     caller's error.
 
     A batch-dependent candidate (one whose answer for an input moves with the other inputs of its
-    request: quantize.Scheme.batch_invariant) ships only when no batch-invariant one passes. A
-    client expects the same text to get the same vector whatever it is sent with: caches, dedup and
-    tests rely on it, and it is worth more than the speed those schemes gain."""
+    request: quantize.Scheme.batch_invariant) ships only when no batch-invariant one passes within
+    the size premium of the smallest passing candidate. A client expects the same input to get the
+    same answer whatever it is sent with (caches, dedup and tests rely on it), which is worth the
+    speed those schemes gain, but not a file several times larger (a tiny MLP's weight-only blocks
+    outweigh its fp32 weights): then the batch-dependent one ships and the reason says so."""
     passing = [e for e in entries if e["passed"]]
     if not passing:
         raise ValueError("no candidate passes")
-    invariant = [e for e in passing if e.get("batch_invariant", True)]
-    if invariant and len(invariant) < len(passing):
-        chosen, reason = choose(invariant, prefer)
-        skipped = [e for e in passing if e not in invariant and e["latency"]["mixed_batch_ms"] < chosen["latency"]["mixed_batch_ms"]]
-        if skipped:
-            quicker = min(skipped, key=lambda e: e["latency"]["mixed_batch_ms"])
-            reason += (f"; {quicker['name']} was faster ({quicker['latency']['mixed_batch_ms']} ms) but its answers "
-                       "depend on the other inputs of a request (activations quantized per batch)")
-        return chosen, reason
+    if prefer == "speed":
+        limit = min(e["bytes"] for e in passing) * (1 + MAX_SIZE_PREMIUM)
+        invariant = [e for e in passing if e.get("batch_invariant", True)]
+        if any(e["bytes"] <= limit for e in invariant) and len(invariant) < len(passing):
+            chosen, reason = _choose(invariant, prefer)
+            skipped = [e for e in passing if not e.get("batch_invariant", True)
+                       and e["latency"]["mixed_batch_ms"] < chosen["latency"]["mixed_batch_ms"]]
+            if skipped:
+                quicker = min(skipped, key=lambda e: e["latency"]["mixed_batch_ms"])
+                reason += (f"; {quicker['name']} was faster ({quicker['latency']['mixed_batch_ms']} ms) but its answers "
+                           "depend on the other inputs of a request (activations quantized per batch)")
+            return chosen, reason
+    chosen, reason = _choose(passing, prefer)
+    if not chosen.get("batch_invariant", True):
+        reason += ("; its answers depend slightly on the other inputs of a request (activations quantized per batch): "
+                   "no batch-invariant candidate passed within the size premium")
+    return chosen, reason
+
+
+def _choose(passing: list[dict], prefer: str) -> tuple[dict, str]:
     smallest = min(passing, key=lambda e: (e["bytes"], e["latency"]["mixed_batch_ms"]))
     if prefer == "size":
         return smallest, "the smallest candidate that meets every parity and size threshold (prefer = size)"

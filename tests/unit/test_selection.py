@@ -28,6 +28,8 @@ MINILM_LIKE = [
         # batch-dependent candidates ship only when no batch-invariant one passes
         ([entry("invariant", 23, 400), entry("dependent", 23, 200, batch_invariant=False)], "speed", "invariant"),
         ([entry("invariant", 23, 400, passed=False), entry("dependent", 23, 200, batch_invariant=False)], "speed", "dependent"),
+        # ... or only far larger (a tiny MLP's weight-only blocks outweigh its fp32 weights)
+        ([entry("weight-only", 0.101, 1.0), entry("dynamic", 0.033, 1.0, batch_invariant=False)], "speed", "dynamic"),
         (MINILM_LIKE, "size", "weight-only-int8-b128"),
         # a failing candidate is never chosen, however small and fast
         ([entry("a", 10, 10, passed=False), entry("b", 20, 100)], "speed", "b"),
@@ -52,6 +54,11 @@ def test_reason_names_the_figures_that_decided():
     # and says which faster candidates lost, on size and on batch dependence
     assert "fused-weight-only-int8-b32 was faster (150.0 ms) but 32% larger" in reason
     assert "fused-smoothquant-int8-x1 was faster (200.0 ms) but its answers depend on the other inputs" in reason
+
+
+def test_a_batch_dependent_choice_says_so():
+    chosen, reason = choose([entry("weight-only", 0.101, 1.0), entry("dynamic", 0.033, 1.0, batch_invariant=False)])
+    assert chosen["name"] == "dynamic" and "depend slightly on the other inputs" in reason
 
 
 def test_no_passing_candidate_is_an_error():
