@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from maas_api.catalog import Catalog
 from maas_api.constants import API_KEY_HEADER, JSON
 from maas_api.routes import INVOKE, route
 from maas_runtime.card import ModelCard
@@ -32,7 +33,6 @@ from maas_runtime.tasks import task_for
 
 TIMEOUT_S = 35.0
 """Per request: above API Gateway's 29 s integration limit, so a slow model shows as its 504."""
-CATALOG_EXTRAS = ("target", "description")
 """What GET /models/{name} adds to the model card (maas_api.catalog)."""
 
 
@@ -156,7 +156,7 @@ def _statuses(statuses) -> str:
 
 def public_card(body: dict) -> ModelCard:
     """A model card as GET /models/{name} answers it, read (and so validated) by this kit's reader."""
-    return ModelCard.from_dict({k: v for k, v in body.items() if k not in CATALOG_EXTRAS})
+    return ModelCard.from_dict({k: v for k, v in body.items() if k not in Catalog.CARD_EXTRAS})
 
 
 def run_smoke(url: str, api_key: str | None, manifest) -> SmokeReport:

@@ -103,6 +103,9 @@ class Catalog:
             for e in (self._entries[n] for n in self.names())
         ]
 
+    CARD_EXTRAS = ("target", "description", "versions", "live")
+    """What GET /models/{name}[/versions/{version}] adds to the model card's own fields."""
+
     def card(self, name: str) -> dict:
         """The model's public card: version, task, input/output schema, sha256s, parity, target."""
         entry = self._entries.get(name)
