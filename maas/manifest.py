@@ -21,7 +21,7 @@ from pydantic_core import PydanticCustomError
 
 TARGETS = ("lambda", "sagemaker")
 SOURCE_TYPES = ("huggingface", "recipe", "onnx")
-QUANTIZATION_MODES = ("auto", "dynamic-int8", "weight-only-int8", "smoothquant-int8", "none")
+QUANTIZATION_MODES = ("auto", "dynamic-int8", "weight-only-int8", "smoothquant-int8", "per-token-int8", "none")
 PREFERENCES = ("speed", "size")
 ARCHITECTURES = ("arm64", "x86_64")
 ARTIFACT_LOCATIONS = ("package", "s3")

@@ -79,9 +79,10 @@ class Config:
 def _preload_packaged_model() -> threading.Thread | None:
     """Lambda's init phase: start loading a packaged model before the heavy imports below.
 
-    Verifying the files (hashlib) and building the ONNX Runtime session are native code that
-    releases the GIL, so they overlap with importing Powertools and pydantic (~0.1 s each).
-    The backend's first model() call then finds the model loaded, or waits for it.
+    Verifying the files (hashlib), building the ONNX Runtime session and its first run (which
+    plans and allocates its buffers) are native code that releases the GIL, so they overlap with
+    importing Powertools and pydantic (~0.1 s each). The backend's first model() call then finds
+    the model loaded and warm, or waits for it.
     """
     config = Config.from_env()
     if not (config.model_name and config.model_dir):
@@ -89,7 +90,8 @@ def _preload_packaged_model() -> threading.Thread | None:
 
     def load() -> None:
         try:
-            load_model(config.model_dir, config.trusted_keys())
+            model = load_model(config.model_dir, config.trusted_keys())
+            model.predict(model.task.smoke_input())
         except Exception:  # noqa: BLE001 - the backend loads again and answers the error per request
             pass
 

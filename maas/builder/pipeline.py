@@ -213,7 +213,7 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
             quantize.preprocess(prepared[graph_name], work / f"prepared-{graph_name}.onnx")
             prepared[graph_name] = work / f"prepared-{graph_name}.onnx"
         calibration_report, ranking = None, []
-        smoothed_graph = next((s.graph for group in series for s in group if s is not None and s.kind == "smoothquant"), None)
+        smoothed_graph = next((s.graph for group in series for s in group if s is not None and s.smoothed), None)
         if smoothed_graph is not None:
             t = step("SmoothQuant: activation ranges and node sensitivity on the calibration set")
             graph_name = smoothed_graph
@@ -243,7 +243,7 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
                 else:
                     step(f"quantize candidate {len(measured) + 1}: {scheme.name}")
                     file = work / f"{scheme.name}.onnx"
-                    source = prepared["smoothed" if scheme.kind == "smoothquant" else scheme.graph]
+                    source = prepared["smoothed" if scheme.smoothed else scheme.graph]
                     try:
                         quantize.quantize(scheme, source, file, fp32_nodes)
                     except Exception as exc:  # a scheme the graph cannot take is a measured outcome, not a crash
@@ -255,7 +255,7 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
                                         "beside the passing candidates; its series stops here")
                         break
                     description = scheme.describe()
-                    if scheme.kind == "smoothquant":
+                    if scheme.smoothed:
                         description["fp32_nodes"] = list(fp32_nodes[: scheme.excluded])
                 t = step(f"parity and latency of {description['name']}")
                 stage = work / f"stage-{description['name']}"

@@ -39,20 +39,26 @@ are too small to matter for size, and quantizing the position table cost cosine.
 @dataclass(frozen=True)
 class Scheme:
     name: str
-    kind: str  # "dynamic" | "weight-only" | "smoothquant"
+    kind: str  # "dynamic" | "weight-only" | "smoothquant" | "per-token"
     block_size: int | None = None
     graph: str = "standard"
     """Which optimized graph it quantizes: "standard", or "fused" (eager attention, MultiHeadAttention)."""
     excluded: int = 0
-    """smoothquant: how many of the most sensitive MatMuls stay fp32."""
+    """smoothquant, per-token: how many of the most sensitive MatMuls stay fp32."""
+
+    @property
+    def smoothed(self) -> bool:
+        """Whether it quantizes the SmoothQuant-smoothed graph (and keeps the ranked MatMuls fp32)."""
+        return self.kind in ("smoothquant", "per-token")
 
     @property
     def batch_invariant(self) -> bool:
         """Whether an input's answer is independent of the other inputs of its request. The dynamic
         schemes quantize each activation tensor with one range computed at run time over the whole
         batch (DynamicQuantizeLinear), so a text's embedding moves with what it is batched with
-        (and with length-aware batching's sub-batches); weight-only blocks quantize per row."""
-        return self.kind == "weight-only"
+        (and with length-aware batching's sub-batches); weight-only blocks and the per-token scheme
+        (maas.builder.pertoken) quantize each row alone."""
+        return self.kind in ("weight-only", "per-token")
 
     def describe(self) -> dict:
         entry = {"name": self.name, "graph": self.graph, "batch_invariant": self.batch_invariant}
@@ -67,6 +73,13 @@ class Scheme:
                 "method": "SmoothQuant activation smoothing + quantize_dynamic",
                 "weights": "uint8 per-channel (MatMul), uint8 per-tensor (large Gather tables)",
                 "activations": "uint8 per-tensor, computed at run time, after smoothing",
+                "fp32_matmuls": self.excluded,
+            }
+        if self.kind == "per-token":
+            return entry | {
+                "method": "SmoothQuant activation smoothing + per-token dynamic int8 (maas.builder.pertoken)",
+                "weights": "uint8 per-channel (MatMul), uint8 per-tensor (large Gather tables)",
+                "activations": "uint8 per token (one symmetric range per row), computed at run time, after smoothing",
                 "fp32_matmuls": self.excluded,
             }
         return entry | {
@@ -86,6 +99,11 @@ def smoothquant_series(graph: str) -> list[Scheme]:
     return [Scheme(f"{prefix}smoothquant-int8-x{k}", "smoothquant", graph=graph, excluded=k) for k in range(MAX_EXCLUDED + 1)]
 
 
+def per_token_series(graph: str) -> list[Scheme]:
+    prefix = "fused-" if graph == "fused" else ""
+    return [Scheme(f"{prefix}per-token-int8-x{k}", "per-token", graph=graph, excluded=k) for k in range(MAX_EXCLUDED + 1)]
+
+
 def uses_fused_graph(mode: str) -> bool:
     """Whether a mode measures candidates on the fused-attention graph (worth exporting it)."""
     return any(s.graph == "fused" for group in series_for(mode, True, True) for s in group)
@@ -101,15 +119,19 @@ def series_for(mode: str, fused: bool, calibrated: bool) -> list[list[Scheme]]:
     (smoothing needs activations). `mode` is one of the manifest's QUANTIZATION_MODES.
     """
     fused_only = [[FUSED_WEIGHT_ONLY]] if fused else []
-    smoothquant = [smoothquant_series("fused" if fused else "standard")] if calibrated else []
+    graph = "fused" if fused else "standard"
+    smoothquant = [smoothquant_series(graph)] if calibrated else []
+    per_token = [per_token_series(graph)] if calibrated else []
     if mode == "dynamic-int8":
         return [[DYNAMIC]]
     if mode == "weight-only-int8":
         return [WEIGHT_ONLY, *fused_only]
     if mode == "smoothquant-int8":
         return smoothquant
+    if mode == "per-token-int8":
+        return per_token
     if mode == "auto":
-        return [[DYNAMIC], WEIGHT_ONLY, *fused_only, *smoothquant]
+        return [[DYNAMIC], WEIGHT_ONLY, *fused_only, *smoothquant, *per_token]
     return []
 
 
@@ -137,6 +159,16 @@ def quantize(scheme: Scheme, source: Path, target: Path, fp32_nodes: tuple[str, 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     _quiet()
+    if scheme.kind == "per-token":
+        from . import pertoken
+
+        pertoken.quantize(source, target, fp32_nodes[: scheme.excluded])
+        quantize_dynamic(
+            str(target), str(target), per_channel=False, weight_type=QuantType.QUInt8, op_types_to_quantize=["Gather"],
+            nodes_to_exclude=small_gathers(onnx.load(str(target), load_external_data=False)),
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+        return
     if scheme.kind in ("dynamic", "smoothquant"):
         excluded = []
         if scheme.kind == "smoothquant":

