@@ -6,11 +6,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from maas_runtime.tokenization import TextEncoder
 
 from maas.builder import pertoken, quantize, smoothquant
 from maas.builder.evalsets import calibration_texts, embedding_texts
 from maas.builder.tasks import build_task
-from maas_runtime.tokenization import TextEncoder
 
 HELD_OUT = [  # neither calibration nor parity texts
     "The orchestra rehearsed Mahler's fifth symphony until midnight.",
