@@ -81,14 +81,28 @@ def test_sensitivity_ranks_every_matmul(fp32_graph, observed, tmp_path):
     assert all(0 < e < 0.5 for e in errors)  # int8 error: neither zero nor noise
 
 
-@pytest.mark.parametrize("excluded", [0, 2])
-def test_smoothquant_graph_is_valid_and_keeps_the_named_matmuls_fp32(fp32_graph, observed, tmp_path, excluded):
-    smoothed = tmp_path / "smoothed.onnx"
+def min_cosine_to_fp32(fp32_graph, target) -> float:
+    """The worst held-out text's cosine between `target`'s pooled embedding and the fp32 graph's."""
+    task = build_task("embedding")
+    exact, mask = run(fp32_graph[0], fp32_graph[1], HELD_OUT)
+    served, _ = run(target, fp32_graph[1], HELD_OUT)
+    a, b = (task.reference(x, {"attention_mask": mask}) for x in (exact, served))
+    return float((a * b).sum(1).min())
+
+
+@pytest.fixture(scope="module")
+def smoothed_and_ranked(fp32_graph, observed, tmp_path_factory):
+    smoothed = tmp_path_factory.mktemp("smoothed") / "smoothed.onnx"
     _, scales = smoothquant.smooth(fp32_graph[0], smoothed, observed)
-    ranking = [n for n, _ in smoothquant.sensitivity(smoothed, observed, scales)]
+    return smoothed, tuple(n for n, _ in smoothquant.sensitivity(smoothed, observed, scales))
+
+
+@pytest.mark.parametrize("excluded", [0, 2])
+def test_smoothquant_graph_is_valid_and_keeps_the_named_matmuls_fp32(fp32_graph, smoothed_and_ranked, tmp_path, excluded):
+    smoothed, ranking = smoothed_and_ranked
     scheme = quantize.smoothquant_series("standard")[excluded]
     target = tmp_path / "int8.onnx"
-    quantize.quantize(scheme, smoothed, target, tuple(ranking))
+    quantize.quantize(scheme, smoothed, target, ranking)
     model = onnx.load(str(target))
     onnx.checker.check_model(model)
     fp32_matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul"} & set(ranking)
@@ -97,18 +111,7 @@ def test_smoothquant_graph_is_valid_and_keeps_the_named_matmuls_fp32(fp32_graph,
     # the position and token-type tables stay fp32; the word table is uint8
     assert len(quantize.small_gathers(onnx.load(str(smoothed)))) == 2
     assert target.stat().st_size < 0.35 * fp32_graph[0].stat().st_size
-    task = build_task("embedding")
-    exact, mask = run(fp32_graph[0], fp32_graph[1], HELD_OUT)
-    served, _ = run(target, fp32_graph[1], HELD_OUT)
-    a, b = (task.reference(x, {"attention_mask": mask}) for x in (exact, served))
-    assert (a * b).sum(1).min() > 0.95
-
-
-@pytest.fixture(scope="module")
-def smoothed_and_ranked(fp32_graph, observed, tmp_path_factory):
-    smoothed = tmp_path_factory.mktemp("smoothed") / "smoothed.onnx"
-    _, scales = smoothquant.smooth(fp32_graph[0], smoothed, observed)
-    return smoothed, tuple(n for n, _ in smoothquant.sensitivity(smoothed, observed, scales))
+    assert min_cosine_to_fp32(fp32_graph, target) > 0.95
 
 
 @pytest.mark.parametrize("excluded", [0, 2])
@@ -124,11 +127,7 @@ def test_per_token_graph_is_valid_accurate_and_keeps_the_named_matmuls_fp32(fp32
     assert sum(n.op_type == "MatMulIntegerToFloat" for n in model.graph.node) == 36 - excluded
     assert not any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node)  # no per-tensor activation range
     assert target.stat().st_size < 0.35 * fp32_graph[0].stat().st_size
-    task = build_task("embedding")
-    exact, mask = run(fp32_graph[0], fp32_graph[1], HELD_OUT)
-    served, _ = run(target, fp32_graph[1], HELD_OUT)
-    a, b = (task.reference(x, {"attention_mask": mask}) for x in (exact, served))
-    assert (a * b).sum(1).min() > 0.98
+    assert min_cosine_to_fp32(fp32_graph, target) > 0.98
 
 
 def test_per_token_int8_answers_a_text_alike_in_any_batch(fp32_graph, smoothed_and_ranked, tmp_path):
