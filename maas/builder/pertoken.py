@@ -20,9 +20,10 @@ zw, U8U8 for the reason in `quantize.WEIGHT_TYPE_REASON`). In ONNX:
 
 Standard ONNX has no per-row activation scale in an integer MatMul (MatMulInteger's a_zero_point,
 MatMulIntegerToFloat's a_scale are per tensor or per column), hence the trailing Mul. Measured on
-MiniLM (smoothed, fused attention, 2-core AVX2): min cosine 0.997 where per-tensor dynamic reached
-0.989, the same text bit-identical alone and in any batch, and about as fast as per-tensor dynamic
-int8 (the extra passes are memory-bound and small beside the GEMMs).
+MiniLM (smoothed, fused attention, 2-core AVX2): min cosine 0.994 on the parity set where
+per-tensor dynamic reached 0.983, the same text bit-identical alone and in any batch; 5 to 40%
+slower than per-tensor dynamic int8 on the build's mixed batch (the extra passes, and at batch 1
+the many small operators), faster than weight-only int8.
 """
 
 from __future__ import annotations
