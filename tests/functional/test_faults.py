@@ -261,19 +261,24 @@ def test_a_load_failure_after_download_leaves_nothing_behind_on_retries(handler_
 
     fail_once()
     fail_once()
-    before, models_before, sessions_before = resident(), live_models(), len(session._sessions)
+    models_before, sessions_before = live_models(), len(session._sessions)
     # WHEN the load fails again and again (each request downloads the 23 MB model, builds its
-    # session, then fails on the tokenizer)
-    for _ in range(8):
-        fail_once()
-    after = resident()
-    print(f"\nRSS after 2 failed loads {before / 2**20:.1f} MiB, after 10: {after / 2**20:.1f} MiB")
+    # session, then fails on the tokenizer): two rounds of 8, RSS read after each
+    rss = [resident()]
+    for _ in range(2):
+        for _ in range(8):
+            fail_once()
+        rss.append(resident())
+    print(f"\nRSS after 2, 10 and 18 failed loads: {', '.join(f'{r / 2**20:.1f}' for r in rss)} MiB")
     # THEN no download stays in /tmp, no half-built model or session stays alive, and memory does not
-    # grow with retries (each kept session would add about 65 MiB; the margin is for the S3 server
-    # and the relay, which run in this process too)
+    # grow with retries. Judged on the second round: in a process that has already served the rest
+    # of the suite (1.5 GB), the first round can still grow glibc's arenas by fragmentation (+153 MiB
+    # seen once in CI), which then settles; a leak does not settle. Each kept session holds at least
+    # the 23 MB model, so eight leaked loads add at least 190 MiB; the margin is for the S3 server
+    # and the relay, which run in this process too.
     assert not list(tmp_path.glob("maas-model-*"))
     assert live_models() == models_before and len(session._sessions) == sessions_before
-    assert after - before < 150 * 2**20
+    assert rss[2] - rss[1] < 150 * 2**20
     assert any(r.get("error_type") == "Exception" for r in logged(tap) if r["level"] == "ERROR")
 
 
