@@ -261,10 +261,10 @@ def test_a_load_failure_after_download_leaves_nothing_behind_on_retries(handler_
 
     fail_once()
     fail_once()
+    rss = [resident()]  # (after a gc: garbage from earlier tests is not counted as live below)
     models_before, sessions_before = live_models(), len(session._sessions)
     # WHEN the load fails again and again (each request downloads the 23 MB model, builds its
     # session, then fails on the tokenizer): two rounds of 8, RSS read after each
-    rss = [resident()]
     for _ in range(2):
         for _ in range(8):
             fail_once()
