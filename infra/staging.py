@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from maas.paths import BUILD_DIR, CATALOG_FILE, artifact_dir, materialize, tree_hash
+from maas.paths import BUILD_DIR, CACHE_KEEP, CATALOG_FILE, artifact_dir, materialize, tree_hash
 from maas.triton.repository import ARCHIVE_FILE, content_key, served_model, write_archive, write_proxy_artifact
 from maas_runtime import CARD_FILE, ArtifactError, ModelCard, sha256_of
 
@@ -87,7 +87,7 @@ def stage_function(root: Path, handler: str, name: str, artifact: Path | None, s
         if artifact is not None:
             shutil.copytree(artifact, work / PACKAGED_MODEL_DIR)
 
-    path = materialize(Path(staging_dir) / "functions" / f"{name}-{key}", fill)
+    path = materialize(Path(staging_dir) / "functions" / f"{name}-{key}", fill, keep=CACHE_KEEP)
     return StagedAsset(path.resolve(), key)
 
 
@@ -110,6 +110,6 @@ def stage_served_model(spec, artifact: Path, staging_dir: Path) -> ServedAssets:
         write_archive(model, work / ARCHIVE_FILE)
         write_proxy_artifact(model, artifact, work / "proxy")
 
-    materialize(folder, fill)
+    materialize(folder, fill, keep=CACHE_KEEP)
     archive = (folder / ARCHIVE_FILE).resolve()
     return ServedAssets(StagedAsset(archive, sha256_of(archive)[:20]), (folder / "proxy").resolve())

@@ -34,7 +34,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .paths import folder_bytes, materialize, tree_hash
+from .paths import CACHE_KEEP, folder_bytes, materialize, tree_hash
 
 LAYER_PYTHON_VERSION = "3.12"
 """Lambda's runtime for every function (python3.12)."""
@@ -434,9 +434,7 @@ def build_layer(
     shared_root = Path(shared_root)
     key = layer_key(spec, target, shared_root)
     folder = Path(cache_dir) / f"{spec.name}-{target.name}-cp{target.python_version.replace('.', '')}-{key}"
-    if (folder / REPORT_FILE).is_file():
-        return BuiltLayer.read(folder)
-    if log:
+    if log and not (folder / REPORT_FILE).is_file():
         log(f"building the {spec.name} layer for {target.name} (Python {target.python_version}) into {folder}")
 
     def fill(work: Path) -> None:
@@ -472,7 +470,7 @@ def build_layer(
         report.unzipped_bytes = folder_bytes(site)
         (work / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2, sort_keys=True))
 
-    materialize(folder, fill)
+    materialize(folder, fill, keep=CACHE_KEEP)
     return BuiltLayer.read(folder)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from maas.paths import materialize
+from maas.paths import CACHE_KEEP, materialize
 
 from .front import SageMakerFront
 from .repository import content_key, served_model, write_local_repository, write_proxy_artifact
@@ -69,5 +69,5 @@ def stage_local_model(root: Path, spec, folder: Path) -> tuple[Path, Path]:
         write_local_repository(model.config, model.graph, work / "repository")
         write_proxy_artifact(model, Path(folder), work / "proxy")
 
-    materialize(dest, fill)
+    materialize(dest, fill, keep=CACHE_KEEP)
     return dest / "repository", dest / "proxy"
