@@ -158,13 +158,19 @@ def _fake_quant_activation(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale
 
 
-def _fake_quant_weight(w: np.ndarray) -> np.ndarray:
-    """quantize_dynamic's per-channel uint8 weights (one scale per output column), dequantized."""
+def weights_uint8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(uint8 weights, per-column scale, per-column zero point): quantize_dynamic's per-channel QUInt8."""
     lo = np.minimum(w.min(axis=0), 0.0)
     hi = np.maximum(w.max(axis=0), 0.0)
-    scale = np.where(hi > lo, (hi - lo) / 255, 1.0)
-    zero = np.clip(np.round(-lo / scale), 0, 255)
-    return ((np.clip(np.round(w / scale) + zero, 0, 255) - zero) * scale).astype(np.float32)
+    scale = np.where(hi > lo, (hi - lo) / 255, 1.0).astype(np.float32)
+    zero = np.clip(np.round(-lo / scale), 0, 255).astype(np.uint8)
+    return np.clip(np.round(w / scale) + zero, 0, 255).astype(np.uint8), scale, zero
+
+
+def _fake_quant_weight(w: np.ndarray) -> np.ndarray:
+    """quantize_dynamic's per-channel uint8 weights (one scale per output column), dequantized."""
+    q, scale, zero = weights_uint8(w)
+    return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
 def sensitivity(smoothed: Path, observed: dict[str, Observed], scales: dict[str, np.ndarray]) -> list[tuple[str, float]]:

@@ -124,7 +124,15 @@ def test_per_token_graph_is_valid_accurate_and_keeps_the_named_matmuls_fp32(fp32
     model = onnx.load(str(target))
     onnx.checker.check_model(model)
     assert {n.name for n in model.graph.node if n.op_type == "MatMul"} & set(ranking) == set(ranking[:excluded])
-    assert sum(n.op_type == "MatMulIntegerToFloat" for n in model.graph.node) == 36 - excluded
+    # one integer GEMM per activation for all its rewritten MatMuls (Q, K and V side by side), whose
+    # outputs keep their names for the MatMuls' consumers
+    groups, _ = smoothquant.weight_matmuls(onnx.load(str(smoothed)))
+    rewritten = [n for g in groups.values() for n in g if n.name not in ranking[:excluded]]
+    assert len(rewritten) == 36 - excluded
+    assert sum(n.op_type == "MatMulIntegerToFloat" for n in model.graph.node) == sum(
+        any(n.name not in ranking[:excluded] for n in g) for g in groups.values())
+    produced = {o for n in model.graph.node if n.op_type in ("Mul", "Split") for o in n.output}
+    assert {n.output[0] for n in rewritten} <= produced
     assert not any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node)  # no per-tensor activation range
     assert target.stat().st_size < 0.35 * fp32_graph[0].stat().st_size
     assert min_cosine_to_fp32(fp32_graph, target) > 0.98
@@ -156,7 +164,7 @@ def test_per_token_weights_match_the_dynamic_quantizer():
     """Per output column uint8 with zero point, as quantize_dynamic(per_channel=True, QUInt8) stores them."""
     w = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
     w[:, 3] = np.abs(w[:, 3])  # a column with no negative weight: the range still includes 0
-    q, scale, zero = pertoken.weights_uint8(w)
+    q, scale, zero = smoothquant.weights_uint8(w)
     assert q.dtype == np.uint8 and scale.shape == zero.shape == (16,)
     assert zero[3] == 0
     np.testing.assert_allclose((q.astype(np.float32) - zero) * scale, w, atol=scale.max() / 2 + 1e-7)
