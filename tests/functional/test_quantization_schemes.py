@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from maas_runtime.tokenization import TextEncoder
 
-from maas.builder import pertoken, quantize, smoothquant
+from maas.builder import quantize, smoothquant
 from maas.builder.evalsets import calibration_texts, embedding_texts
 from maas.builder.tasks import build_task
 
