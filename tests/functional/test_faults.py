@@ -75,6 +75,14 @@ def handler_module(built_models):
 # --- S3, through a real HTTP server on 127.0.0.1 ------------------------------------------------
 
 
+CLIENT_READ_TIMEOUT_S = 2.0
+"""The function's S3 and SageMaker clients in these tests. Short, so a stall is answered quickly, yet with room for
+the recovered request on a loaded 2-core CI machine: at 0.5 s the request after the stall once timed
+out too, while other work held both cores."""
+STALL_S = 3 * CLIENT_READ_TIMEOUT_S
+"""How long the relay holds back each answer while it stalls: well past the read timeout."""
+
+
 class StallingProxy:
     """A TCP relay in front of a server; while `stall` is set, it holds back the server's answers."""
 
@@ -99,7 +107,7 @@ class StallingProxy:
         try:
             while data := source.recv(65536):
                 if answers and self.stall.is_set():
-                    time.sleep(3)  # well past the client's read timeout
+                    time.sleep(STALL_S)
                 dest.sendall(data)
         except OSError:
             pass
@@ -151,7 +159,7 @@ def s3_admin(s3_server):
 def s3(s3_server, s3_admin):
     """The function's client: through the stalling relay, with a short read timeout and one attempt."""
     s3_server.stall.clear()
-    yield _client(s3_server.url, connect_timeout=1, read_timeout=0.5,
+    yield _client(s3_server.url, connect_timeout=1, read_timeout=CLIENT_READ_TIMEOUT_S,
                   retries={"mode": "standard", "total_max_attempts": 1})
     s3_server.stall.clear()
 
@@ -295,7 +303,7 @@ class FakeRuntime(Handler):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         fault = type(self).fault
         if fault == "slow":
-            time.sleep(1.5)
+            time.sleep(STALL_S)
         if fault == "throttled":
             body, status, headers = b'{"message": "Rate exceeded"}', 400, {"x-amzn-ErrorType": "ThrottlingException"}
         elif fault == "model_error":
@@ -340,7 +348,7 @@ def test_a_sagemaker_fault_is_answered_logged_and_recovered_from(built_models, r
     proxy = load_function_module(ROOT / "functions" / "sagemaker_proxy")
     fake, url = runtime
     client = boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=url, config=Config(
-        connect_timeout=1, read_timeout=0.5, retries={"mode": "standard", "total_max_attempts": 2}))
+        connect_timeout=1, read_timeout=CLIENT_READ_TIMEOUT_S, retries={"mode": "standard", "total_max_attempts": 2}))
     from maas.manifest import load_manifest
     from maas.triton.endpoint import stage_local_model
 
