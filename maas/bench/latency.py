@@ -92,7 +92,8 @@ def measure_latency(
         breakdown = measure_breakdown(workers, sets, threads, quick, log)
         parity = measure_parity(workers, threads, quick, log)
         rss = {w.variant.key: w.rss() for w in workers}
-        torch_free = {w.variant.key: not w.torch_imported for w in workers if w.variant.role != TORCH}
+        # the kit's own ONNX workers; the anchors are other stacks (sentence-transformers runs on torch)
+        torch_free = {w.variant.key: not w.torch_imported for w in workers if w.variant.role not in (TORCH, *ANCHORS)}
     finally:
         for worker in workers:
             worker.close()
