@@ -276,6 +276,11 @@ class LocalModelBackend:
         return self._model
 
     def _load(self):
+        if _preload is not None:
+            # The preload's own first run may still be going: wait for it rather than load beside it
+            # (it finishes in well under the preload's head start; a process that exits while it
+            # runs aborts in ONNX Runtime).
+            _preload.join()
         trusted_keys = self._trusted_keys()
         folder, downloaded = self._folder()
         try:

@@ -11,7 +11,7 @@ import importlib.metadata as md
 import re
 from pathlib import Path
 
-# What the kit's Lambda function imports at serve time (pydantic: Powertools' request validation;
+# What the kit's Lambda function imports at serve time (pydantic: request validation;
 # aws-xray-sdk: Powertools' Tracer imports it even with tracing disabled).
 KIT_PACKAGES = ("onnxruntime", "tokenizers", "numpy", "aws-lambda-powertools", "pydantic", "aws-xray-sdk")
 # What a user would otherwise deploy for the same model.

@@ -9,8 +9,9 @@ __version__ = "1.0.0"
 
 from .errors import ApiError, envelope  # noqa: E402
 
-# Imported on first use: the resolver pulls in Powertools and pydantic, the route table pydantic,
-# and `maas_api.constants` must stay cheap for a handler that starts loading its model first.
+# Imported on first use: the function pulls in Powertools' Logger and Metrics and pydantic, the
+# route table pydantic, and `maas_api.constants` must stay cheap for a handler that starts loading
+# its model first.
 _LAZY = {
     "ApiFunction": "function",
     "Backend": "function",

@@ -1,9 +1,8 @@
 """Every route of the API, written once.
 
-The Powertools resolver (function.py), the API Gateway resources (infra/model_api.py) and the
-local API (maas/local_api.py) are all generated from `ROUTES`, so a route cannot exist in one
-of them and not the others. Paths use API Gateway's syntax (`/models/{name}/invoke`);
-`RouteSpec.rule` gives Powertools' (`/models/<name>/invoke`).
+The function's routing and validation (function.py), the API Gateway resources (infra/model_api.py)
+and the local API (maas/local_api.py) all come from `ROUTES`, so a route cannot exist in one
+of them and not the others. Paths use API Gateway's syntax (`/models/{name}/invoke`).
 
 Scope: a "model" route exists once per model and is answered by that model's own function, which
 serves its live version (`tasks` narrows it to models of those tasks); a "version" route exists
@@ -105,11 +104,6 @@ class RouteSpec:
     def params(self) -> tuple[str, ...]:
         """Path parameter names, in order."""
         return tuple(_PARAM.findall(self.path))
-
-    @property
-    def rule(self) -> str:
-        """The path in Powertools' syntax: /models/<name>/invoke."""
-        return _PARAM.sub(r"<\1>", self.path)
 
     def render(self, **values: str) -> str:
         """The concrete path: render(name="minilm") -> /models/minilm/invoke."""

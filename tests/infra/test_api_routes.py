@@ -1,8 +1,9 @@
-"""The route table (maas_api.routes) is the API: the resolver, the synthesized template and the
-local API serve exactly its routes, and the resolver validates each with the table's models."""
+"""The route table (maas_api.routes) is the API: the function, the synthesized template and the
+local API serve exactly its routes, and the function validates each with the table's models."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -30,13 +31,17 @@ def local_stack(manifest, artifacts):
     stack.close()
 
 
-def _resolver_routes(function) -> set[tuple[str, str]]:
-    """(method, path in API Gateway syntax) of every route the Powertools resolver registered.
-
-    Read from the resolver itself: the OpenAPI document leaves out the undocumented /openapi.json.
-    """
-    app = function.app
-    return {(r.method, r.openapi_path) for r in app._static_routes + app._dynamic_routes}
+def _answered_routes(function) -> set[tuple[str, str]]:
+    """(method, path in API Gateway syntax) of every route of the table the function has an
+    operation for, taking exactly the route's path parameters (and `body` where it has one)."""
+    found = set()
+    for spec in routes.ROUTES:
+        operation = getattr(function.operations, spec.operation, None)
+        if operation is not None:
+            taken = list(inspect.signature(operation).parameters)
+            assert taken == [*spec.params, *(["body"] if spec.request else [])], spec.operation
+            found.add((spec.method, spec.path))
+    return found
 
 
 def _per_model(pairs: set[tuple[str, str]], models: list[tuple]) -> set[tuple[str, str]]:
@@ -60,12 +65,12 @@ def test_resolver_template_and_local_api_serve_the_same_routes(function, synth, 
     # GIVEN the shipped manifest's models
     models = [(s.name, s.task, s.versions) for s in manifest.models]
     # WHEN the routes are read from each of the three places that serve the API
-    resolver = _per_model(_resolver_routes(function), models)
+    resolver = _per_model(_answered_routes(function), models)
     template = {(m.http_method, m.path) for m in load_assembly(synth.outdir).methods}
     local = {(r.method, r.resource) for r in local_stack.routes if r.method != "ANY"}
     # THEN each serves exactly the table's routes: a route in one and not the others fails here
     expected = routes.deployed(models)
-    assert resolver == expected, f"resolver: extra {resolver - expected}, missing {expected - resolver}"
+    assert resolver == expected, f"function: extra {resolver - expected}, missing {expected - resolver}"
     assert template == expected, f"template: extra {template - expected}, missing {expected - template}"
     assert local == expected, f"local API: extra {local - expected}, missing {expected - local}"
 
@@ -120,16 +125,25 @@ def _check_documented(doc: dict, spec, path: str, card: dict | None) -> None:
             assert {v["maxItems"] for v in item["oneOf"]} == {8, 64}
 
 
-def test_the_resolver_validates_bodies_against_the_tables_request_models(function):
-    # GIVEN the route functions the resolver registered
-    registered = {(r.method, r.openapi_path): r for r in function.app._static_routes + function.app._dynamic_routes}
+def test_the_function_validates_bodies_and_answers_with_the_tables_models(function):
+    # GIVEN each route of the table that takes a body, and a body its request model refuses
     for spec in routes.ROUTES:
-        dependant = registered[(spec.method, spec.path)].dependant
-        # THEN the body parameter is the table's request model, path parameters are the path's
-        assert [p.field_info.annotation for p in dependant.body_params] == ([spec.request] if spec.request else [])
-        assert [p.name for p in dependant.path_params] == list(spec.params)
-        returned = dependant.return_param.field_info.annotation if dependant.return_param else None
-        assert returned == spec.response, spec.path
+        if spec.request is None:
+            continue
+        path = spec.render(name="digits", version="1.1.0") if spec.params else spec.path
+        event = {"httpMethod": spec.method, "path": path, "headers": {"content-type": "application/json"},
+                 "body": json.dumps({"unexpected": 1}), "requestContext": {"requestId": "r"}}
+        # WHEN the function answers
+        response = function.invoke(event, LambdaContext())
+        # THEN it is the request model's refusal (422 schema_violation naming the field), not the operation's
+        assert response["statusCode"] == 422, (path, response["body"])
+        error = json.loads(response["body"])["error"]
+        assert error["code"] == "schema_violation" and "unexpected" in error["message"], (path, error)
+    # AND an answer is serialized as the route's response model: the catalog as ModelList
+    listed = function.invoke({"httpMethod": "GET", "path": "/models", "headers": {}, "requestContext": {}},
+                             LambdaContext())
+    assert listed["statusCode"] == 200 and listed["multiValueHeaders"]["Content-Type"] == ["application/json"]
+    assert routes.route("list_models").response.model_validate_json(listed["body"]).models
 
 
 def test_wrong_methods_and_unknown_paths_answer_405_and_404_from_the_table(function):
