@@ -11,7 +11,11 @@ from .card import CARD_FILE, SIG_FILE, FileEntry, ModelCard, check_file_name, re
 from .errors import ArtifactError
 from .signing import TrustedKeys
 
-_CHUNK = 1 << 20
+_CHUNK = 32 << 20
+"""Bytes read and hashed per call. Each call gives up the GIL and must win it back, and beside a
+thread importing modules (a handler's imports while its model loads) winning it back waits for
+that thread's switch interval: hashing the 23 MB MiniLM took 155 ms in 1 MiB chunks there, 54 ms
+in 32 MiB ones (21 ms alone)."""
 
 
 def sha256_of(path: str | os.PathLike) -> str:
