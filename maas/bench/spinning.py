@@ -77,7 +77,9 @@ def render(results: dict, model: str) -> list[str]:
              "| configuration | mixed b32 items/s | CPU s per pass (512 texts) | short b1 p50 ms |", "|---|---|---|---|"]
     for name, c in results["configs"].items():
         lines.append(f"| {name} | {c['items_per_s']:.1f} | {c['cpu_s_per_pass']:.2f} | {c['b1_p50_ms']:.2f} |")
-    lines += ["", "The runtime's sessions do not spin (maas_runtime/session.py; `MAAS_ORT_SPINNING=1` turns it back on).", SECTION_END]
+    lines += ["", "The runtime's sessions spin only where each intra-op thread has a whole CPU: off Lambda, and in a "
+              "Lambda function with at least 1,769 MB per thread (maas_runtime/session.py `spinning`; "
+              "`MAAS_ORT_SPINNING=1` or `0` decides otherwise).", SECTION_END]
     return lines
 
 

@@ -11,13 +11,17 @@ import onnxruntime as ort
 ENV_INTRA_OP_THREADS = "MAAS_INTRA_OP_THREADS"
 ENV_PROVIDERS = "MAAS_ORT_PROVIDERS"
 ENV_SPINNING = "MAAS_ORT_SPINNING"
+ENV_LAMBDA_MEMORY = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+"""Set by the Lambda runtime: the function's memory in MB."""
+LAMBDA_MB_PER_VCPU = 1769
+"""Lambda gives a function one vCPU's worth of CPU time per 1,769 MB of memory."""
 
 _sessions: dict[str, ort.InferenceSession] = {}
 _lock = threading.Lock()
 
 
 def cpu_threads() -> int:
-    """CPUs this process may run on. Lambda gives ~1 vCPU per 1769 MB, up to 6."""
+    """CPUs this process may run on. Lambda gives ~1 vCPU per LAMBDA_MB_PER_VCPU, up to 6."""
     override = os.environ.get(ENV_INTRA_OP_THREADS)
     if override:
         return max(1, int(override))
@@ -39,22 +43,40 @@ def providers() -> list[str]:
     return [p for p in order if p in available] or available
 
 
+def spinning(threads: int, env=None) -> bool:
+    """Whether the intra-op threads spin while they wait for work: where each has a whole CPU to
+    itself. MAAS_ORT_SPINNING=1 or 0 decides where set.
+
+    A spinning thread takes the next operator's work at once instead of being woken for it, which
+    is most of a short text's time at batch 1. But where the threads share less CPU than there are
+    of them (a Lambda function below 1,769 MB per thread sees more CPUs than its memory buys time
+    on; two threads pinned to one core stand in for it), the spinning thread burns the share the
+    working one needs, and requests run about half as fast. `python -m maas.bench.spinning`
+    measures both (BENCHMARKS.md, "spinning threads"). So: off Lambda, where the process's cores
+    are its own, they spin (ONNX Runtime's default); in Lambda, only where the memory buys a vCPU
+    per thread (AWS_LAMBDA_FUNCTION_MEMORY_SIZE >= LAMBDA_MB_PER_VCPU x threads).
+    """
+    env = os.environ if env is None else env
+    forced = env.get(ENV_SPINNING)
+    if forced in ("0", "1"):
+        return forced == "1"
+    memory = env.get(ENV_LAMBDA_MEMORY)
+    if memory is None:
+        return True
+    try:
+        return int(memory) >= LAMBDA_MB_PER_VCPU * threads
+    except ValueError:
+        return False
+
+
 def session_options() -> ort.SessionOptions:
     """One request at a time per Lambda instance: all cores go to intra-op parallelism, and a
-    single inter-op thread avoids oversubscribing the few vCPUs Lambda gives.
-
-    The intra-op threads do not spin while they wait for work. Below 1769 MB a function sees
-    more CPUs than its memory buys time on (its share is a fraction of one), and a spinning
-    thread burns that share doing nothing while the thread with work waits for it. Measured with
-    the process sharing its cores with other work (a stand-in for a fractional share: two threads
-    on one core, and two threads on two busy cores), spinning made mixed requests of 32 slower and
-    cost more CPU time per request, and single short requests slower too; on an idle machine the
-    difference is small (`python -m maas.bench.spinning` measures it). MAAS_ORT_SPINNING=1 turns
-    spinning back on, for a machine whose cores are the process's own."""
+    single inter-op thread avoids oversubscribing the few vCPUs Lambda gives. Whether the
+    intra-op threads spin: `spinning`."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = cpu_threads()
     opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if os.environ.get(ENV_SPINNING) == "1" else "0")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning(opts.intra_op_num_threads) else "0")
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
