@@ -14,8 +14,9 @@ matched every request once before the resolver matched it again (the JSON checks
 routing), the OpenAPI document is generated from the table (openapi.py), and the resolver's
 errors were translated back into the envelope by exception handlers. What it added on top cost,
 on the 2-core bench machine, about 0.1 s of every cold start (importing its event handler and
-OpenAPI machinery) and 0.5-1 ms of every request (its middleware chain and a second JSON parse),
-against a 4 ms model run. Validation is still pydantic's, with the same models.
+OpenAPI machinery) and 0.3-0.8 ms of every request (its middleware chain and a second JSON parse;
+quiet machine and bench runs), against a 3-4 ms model run at batch 1. Validation is still
+pydantic's, with the same models.
 """
 
 from __future__ import annotations
