@@ -87,6 +87,9 @@ def _preload_packaged_model() -> threading.Thread | None:
     config = Config.from_env()
     if not (config.model_name and config.model_dir):
         return None
+    # ONNX Runtime's import holds the GIL (~50 ms): here, before the thread starts, rather than in
+    # the thread while the imports below contend for it; the thread then goes straight to work.
+    import maas_runtime.session  # noqa: F401
 
     def load() -> None:
         try:
@@ -100,10 +103,6 @@ def _preload_packaged_model() -> threading.Thread | None:
     return thread
 
 
-if os.environ.get(ENV_MODEL_DIR):
-    # ONNX Runtime's import holds the GIL (~50 ms): here, before the thread starts, rather than in
-    # the thread while the imports below contend for it; the thread then goes straight to work.
-    import maas_runtime.session  # noqa: F401
 _preload = _preload_packaged_model()
 
 from maas_api import ApiFunction, LambdaEntry  # noqa: E402 - after the preload starts, on purpose (see above)

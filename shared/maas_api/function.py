@@ -203,6 +203,13 @@ def response_body(model: Any, answer: Any) -> str:
     return serialize_json(adapter.dump_python(adapter.validate_python(answer), mode="json", by_alias=True))
 
 
+def proxy_response(status: int, body: str, headers: dict[str, str] | None = None) -> dict:
+    """An API Gateway REST proxy answer (payload 1.0) with a JSON body, each header a one-value list."""
+    headers = {"Content-Type": JSON, **(headers or {})}
+    return {"statusCode": status, "multiValueHeaders": {name: [value] for name, value in headers.items()},
+            "body": body, "isBase64Encoded": False}
+
+
 def build_validators() -> None:
     """Build every route's validators and serializers now rather than on first use (the models
     defer them: an import builds none, a cold start builds those it needs)."""
@@ -291,8 +298,7 @@ class ApiFunction:
         if spec.request is not None:
             arguments["body"] = validated_body(spec.request, check_json_body(event))
         answer = getattr(self.operations, spec.operation)(**arguments)
-        return {"statusCode": 200, "multiValueHeaders": {"Content-Type": [JSON]},
-                "body": response_body(spec.response, answer), "isBase64Encoded": False}
+        return proxy_response(200, response_body(spec.response, answer))
 
     def _count_server_error(self, context) -> None:
         """One `server_errors` metric, flushed now, with the version that answered: the canary's
@@ -306,12 +312,7 @@ class ApiFunction:
 
     def _error_dict(self, exc: ApiError, request_id: str | None) -> dict:
         self._log_error(exc, request_id)
-        return {
-            "statusCode": int(exc.status),
-            "multiValueHeaders": {name: [value] for name, value in {"Content-Type": JSON, **exc.headers}.items()},
-            "body": json.dumps(envelope(exc.code, exc.message, request_id)),
-            "isBase64Encoded": False,
-        }
+        return proxy_response(int(exc.status), json.dumps(envelope(exc.code, exc.message, request_id)), exc.headers)
 
     # --- what the operations use ----------------------------------------------------------------
 

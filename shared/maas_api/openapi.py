@@ -2,14 +2,15 @@
 operations, the catalog gives the models, and the pydantic models (schemas.py) and each model's
 card (through its task, maas_runtime.tasks) give the schemas. Nothing in it is written by hand.
 
-Why not Powertools' own generator (`get_openapi_json_schema`, which the handler used when it routed with
-Powertools' resolver): it documents routes as registered, so every model shares one `/models/{name}/invoke` path with one request schema
-(`inputs: list[Any]`), while each model takes its own inputs (strings of bounded length for a text
-model, 8x8 pixel values from 0 to 16 for digits) in batches of its own size. Here each model has
-its own paths with the schemas its card defines, written beside the checks that enforce them (the
-task's `input_schema`, `parameters_schema`, `output_schema`); every operation lists its success
-answer and every error status it can return with the error envelope; the API key is an `apiKey`
-security scheme where the API requires one (and then 403 is documented).
+Why not Powertools' own generator (`get_openapi_json_schema`, there when the handler routed with
+Powertools' resolver): it documents routes as registered, so every model shares one
+`/models/{name}/invoke` path with one request schema (`inputs: list[Any]`), while each model takes
+its own inputs (strings of bounded length for a text model, 8x8 pixel values from 0 to 16 for
+digits) in batches of its own size. Here each model has its own paths with the schemas its card
+defines, written beside the checks that enforce them (the task's `input_schema`,
+`parameters_schema`, `output_schema`); every operation lists its success answer and every error
+status it can return with the error envelope; the API key is an `apiKey` security scheme where the
+API requires one (and then 403 is documented).
 """
 
 from __future__ import annotations

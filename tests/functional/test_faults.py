@@ -78,9 +78,9 @@ def handler_module(built_models):
 M_MMAP_THRESHOLD = -3
 """glibc's mallopt parameter (malloc.h)."""
 CLIENT_READ_TIMEOUT_S = 2.0
-"""The function's S3 and SageMaker clients in these tests. Short, so a stall is answered quickly, yet with room for
-the recovered request on a loaded 2-core CI machine: at 0.5 s the request after the stall once timed
-out too, while other work held both cores."""
+"""The function's S3 and SageMaker clients in these tests. Short, so a stall is answered quickly,
+yet with room for the recovered request on a loaded 2-core CI machine: at 0.5 s the request after
+the stall once timed out too, while other work held both cores."""
 STALL_S = 3 * CLIENT_READ_TIMEOUT_S
 """How long the relay holds back each answer while it stalls: well past the read timeout."""
 
@@ -262,19 +262,21 @@ def test_a_load_failure_after_download_leaves_nothing_behind_on_retries(handler_
     def live_models() -> int:
         return sum(isinstance(o, Model) for o in gc.get_objects())
 
+    libc = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
+
     def resident() -> int:
         # freed memory that glibc keeps in its arenas is no leak: hand it back before reading RSS
         gc.collect()
-        if sys.platform.startswith("linux"):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        if libc is not None:
+            libc.malloc_trim(0)
         return process.memory_info().rss
 
-    if sys.platform.startswith("linux"):
+    if libc is not None:
         # glibc raises its mmap threshold (to at most 32 MB) whenever a large mapped block is freed, so
         # in a process that has run much of the suite each load's 23 MB buffers come from its arenas,
         # whose holes stay resident (+112 then +155 MiB over the two rounds below in one CI run; +16
         # then 0 in a fresh process). A fixed threshold maps and unmaps them again: RSS follows what is live.
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
     fail_once()
     fail_once()
     rss = [resident()]  # (after a gc: garbage from earlier tests is not counted as live below)
@@ -327,6 +329,7 @@ class FakeRuntime(Handler):
 @pytest.fixture
 def runtime():
     import numpy as np
+
     from maas_runtime.kserve import encode_response
 
     handler = type("Runtime", (FakeRuntime,), {"fault": None})

@@ -403,9 +403,10 @@ def test_a_cold_start_with_a_tampered_artifact_answers_503_instead_of_crashing(a
 
 
 def test_two_functions_in_one_process_never_answer_each_others_requests(minilm, digits):
-    # GIVEN two functions in one process, as `maas serve` runs them (Powertools keeps the request
-    # being resolved in class attributes that every resolver of a process shares), and requests
-    # whose bodies take a while to parse and validate
+    # GIVEN two functions in one process, as `maas serve` runs them (each keeps the request it is
+    # answering; Powertools' resolver, used until the handler routed by the table, kept it in class
+    # attributes that every resolver of a process shared), and requests whose bodies take a while
+    # to parse and validate
     from concurrent.futures import ThreadPoolExecutor
 
     images = {"inputs": [[[(r + c + k) % 17 for c in range(8)] for r in range(8)] for k in range(256)]}

@@ -61,16 +61,16 @@ def _per_model(pairs: set[tuple[str, str]], models: list[tuple]) -> set[tuple[st
     return found
 
 
-def test_resolver_template_and_local_api_serve_the_same_routes(function, synth, local_stack, manifest):
+def test_function_template_and_local_api_serve_the_same_routes(function, synth, local_stack, manifest):
     # GIVEN the shipped manifest's models
     models = [(s.name, s.task, s.versions) for s in manifest.models]
     # WHEN the routes are read from each of the three places that serve the API
-    resolver = _per_model(_answered_routes(function), models)
+    answered = _per_model(_answered_routes(function), models)
     template = {(m.http_method, m.path) for m in load_assembly(synth.outdir).methods}
     local = {(r.method, r.resource) for r in local_stack.routes if r.method != "ANY"}
     # THEN each serves exactly the table's routes: a route in one and not the others fails here
     expected = routes.deployed(models)
-    assert resolver == expected, f"function: extra {resolver - expected}, missing {expected - resolver}"
+    assert answered == expected, f"function: extra {answered - expected}, missing {expected - answered}"
     assert template == expected, f"template: extra {template - expected}, missing {expected - template}"
     assert local == expected, f"local API: extra {local - expected}, missing {expected - local}"
 
