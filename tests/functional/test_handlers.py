@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import logging
 import math
 import shutil
 import struct
@@ -328,6 +330,45 @@ def test_metrics_carry_latency_batch_size_tokens_and_the_model_dimension(handler
     values = {k: v[0] if isinstance(v, list) else v for k, v in emf.items()}
     assert values["model"] == "minilm" and values["batch_size"] == 2.0 and values["input_tokens"] > 4 and values["latency"] > 0
     assert ["model", "service"] in emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+    # AND that record is the request's log line: its id and usage ride along as metadata, not metrics
+    request_id = event("invoke_minilm")["requestContext"]["requestId"]
+    assert emf["message"] == "invoked" and emf["request_id"] == request_id
+    assert emf["usage"]["input_tokens"] == values["input_tokens"] and emf["usage"]["batch_size"] == 2
+    metric_names = {m["Name"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert metric_names == {"latency", "batch_size", "input_tokens"}
+
+
+def test_without_metrics_each_request_is_logged_with_its_correlation_id(handler_module, artifacts, monkeypatch, caplog):
+    # GIVEN metrics off, as in `maas serve` and the tests (with `maas serve --verbose`'s log level)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "INFO")
+    function = handler_module.create_function(
+        handler_module.Config(model_name="minilm", model_dir=str(artifacts / "minilm/1.0.0"), catalog_path=str(artifacts / "catalog.json"))
+    )
+    # The process's one logger for this service was set up by an earlier test (its level, its stdout)
+    stream = io.StringIO()
+    monkeypatch.setattr(function.logger.registered_handler, "stream", stream)
+    caplog.set_level(logging.INFO, logger=function.logger.name)
+    # WHEN one request is answered and one is refused
+    assert function.invoke(event("invoke_minilm"), LambdaContext())["statusCode"] == 200
+    assert function.invoke(event("invoke_wrong_type"), LambdaContext())["statusCode"] == 422
+    # THEN each has one JSON log line (Powertools' Logger, encoded by orjson) carrying API Gateway's request id
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    invoked = next(line for line in lines if line["message"] == "invoked")
+    rejected = next(line for line in lines if line["message"] == "request rejected")
+    assert invoked["correlation_id"] == event("invoke_minilm")["requestContext"]["requestId"]
+    assert invoked["batch_size"] == 2 and invoked["usage"]["input_tokens"] > 4 and invoked["latency_ms"] > 0
+    assert rejected["correlation_id"] == event("invoke_wrong_type")["requestContext"]["requestId"] and rejected["status"] == 422
+
+
+def test_log_lines_fall_back_to_the_standard_encoder_where_orjson_cannot_encode():
+    from maas_api.function import log_json
+
+    # an int beyond 64 bits, and an object that only str() can print
+    record = {"big": 1 << 70, "obj": object(), 3: "non-str key"}
+    assert json.loads(log_json(record))["big"] == 1 << 70
+    assert json.loads(log_json({"obj": Path("/tmp")}))["obj"] == "/tmp"
+    assert json.loads(log_json({1: "a"})) == {"1": "a"}
 
 
 def test_with_tracing_on_the_function_wraps_requests_in_a_tracer(handler_module, artifacts, monkeypatch):
