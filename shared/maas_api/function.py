@@ -97,14 +97,35 @@ def serialize_json(body: Any) -> str:
 
 
 def log_json(record: dict) -> str:
-    """Powertools' log lines with orjson (its `json_serializer` hook): every request writes one,
-    and the standard library's encoder took a quarter of the handler's own time. What orjson
-    cannot encode (an int beyond 64 bits) falls back to json.dumps; other objects print as str,
-    as Powertools' default does."""
+    """Powertools' log lines with orjson (its `json_serializer` hook): each rejected or failed
+    request writes one, and each answered one where metrics are off. What orjson cannot encode
+    (an int beyond 64 bits) falls back to json.dumps; other objects print as str, as Powertools'
+    default does."""
     try:
         return orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except orjson.JSONEncodeError:
         return json.dumps(record, default=str, separators=(",", ":"))
+
+
+class RequestMetrics(EphemeralMetrics):
+    """Powertools' EMF metrics (its provider and its record), printed with orjson.
+
+    In Lambda every answered request flushes one EMF record. Powertools' flush encodes it with the
+    standard library's json and reads the environment again for whether metrics are off: timed
+    right after a short text's model run (where the interpreter's state is out of the CPU
+    caches), 0.13 ms of the API's 0.3 ms after the model; orjson and the flag read once make it
+    about half. Where metrics are off, or nothing was recorded, Powertools' own flush decides."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.disabled = is_metrics_disabled()
+
+    def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
+        if self.disabled or not self.metric_set:
+            super().flush_metrics(raise_on_empty_metrics)
+            return
+        print(orjson.dumps(self.serialize_metric_set()).decode())
+        self.clear_metrics()
 
 
 def _tracing_disabled() -> bool:
@@ -251,10 +272,10 @@ class ApiFunction:
         # Tracer imports the X-Ray SDK (and botocore) and starts its sampler, on every
         # cold start. Where tracing is off (locally, in tests, in bench) it is never created.
         self.tracer = None if _tracing_disabled() else Tracer(service=service)
-        self.metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=service)
+        self.metrics = RequestMetrics(namespace=METRICS_NAMESPACE, service=service)
         self.metrics.set_default_dimensions(model=backend.name)
         # Off Lambda (POWERTOOLS_METRICS_DISABLED), record nothing rather than buffer and print.
-        self._record_metrics = not is_metrics_disabled()
+        self._record_metrics = not self.metrics.disabled
         handler = self.metrics.log_metrics(capture_cold_start_metric=True)(self._resolve)
         if self.tracer is not None:
             # Responses (embeddings, user data) stay out of X-Ray; errors are still recorded.
@@ -417,7 +438,7 @@ class ApiFunction:
         """requests, inputs and input_tokens by model and tenant, flushed now as one EMF record: what
         `maas usage` reads from CloudWatch. Its own record, so the model's other metrics keep their
         dimensions (and the alarms and dashboards on them)."""
-        metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=self.metrics.service)
+        metrics = RequestMetrics(namespace=METRICS_NAMESPACE, service=self.metrics.service)
         metrics.set_default_dimensions(**{METRIC_DIMENSION_MODEL: self.backend.name, METRIC_DIMENSION_TENANT: tenant})
         metrics.add_metric(name="requests", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="inputs", unit=MetricUnit.Count, value=batch_size)

@@ -9,6 +9,7 @@ import logging
 import math
 import shutil
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -467,3 +468,27 @@ def test_two_functions_in_one_process_never_answer_each_others_requests(minilm, 
         results = list(pool.map(lambda args: run(*args), [(minilm, "minilm", texts, 150), (digits, "digits", images, 60)]))
     # THEN each answered its own requests, every time
     assert results == [[], []], [r[:3] for r in results]
+
+
+def test_request_metrics_print_powertools_record_and_nothing_where_metrics_are_off(monkeypatch, capsys):
+    from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+    from maas_api.function import RequestMetrics
+
+    now_ms = int(time.time() * 1000)  # one timestamp for both records
+
+    def record(metrics):
+        metrics.set_default_dimensions(model="minilm")
+        metrics.add_metric(name="latency", unit=MetricUnit.Milliseconds, value=3.25)
+        metrics.add_metadata("request_id", "r-1")
+        metrics.set_timestamp(now_ms)
+        metrics.flush_metrics()
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    # GIVEN metrics on: the same EMF document as Powertools' own flush prints
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    ours = record(RequestMetrics(namespace="Maas", service="maas-minilm"))
+    theirs = record(EphemeralMetrics(namespace="Maas", service="maas-minilm"))
+    assert ours == theirs and len(ours) == 1 and ours[0]["latency"] == [3.25] and ours[0]["request_id"] == "r-1"
+    # GIVEN metrics off when the function's metrics are made: nothing is printed
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    assert record(RequestMetrics(namespace="Maas", service="maas-minilm")) == []
