@@ -274,8 +274,8 @@ class ApiFunction:
         self.tracer = None if _tracing_disabled() else Tracer(service=service)
         self.metrics = RequestMetrics(namespace=METRICS_NAMESPACE, service=service)
         self.metrics.set_default_dimensions(model=backend.name)
-        # Off Lambda (POWERTOOLS_METRICS_DISABLED), record nothing rather than buffer and print.
-        self._record_metrics = not self.metrics.disabled
+        # Off Lambda (POWERTOOLS_METRICS_DISABLED, read once: `self.metrics.disabled`), record
+        # nothing rather than buffer and print.
         handler = self.metrics.log_metrics(capture_cold_start_metric=True)(self._resolve)
         if self.tracer is not None:
             # Responses (embeddings, user data) stay out of X-Ray; errors are still recorded.
@@ -308,7 +308,7 @@ class ApiFunction:
             result = self._error_dict(error, request_id)
         finally:
             self.event = {}
-        if self._record_metrics and int(result.get("statusCode") or 500) >= 500:
+        if not self.metrics.disabled and int(result.get("statusCode") or 500) >= 500:
             self._count_server_error(context)
         if request_id:
             result["multiValueHeaders"][REQUEST_ID_HEADER] = [request_id]
@@ -417,7 +417,7 @@ class ApiFunction:
         latency_ms = (time.perf_counter() - started) * 1000
         usage = result.get("usage") or {}
         message = "invoked" if operation == "predict" else operation
-        if not self._record_metrics:
+        if self.metrics.disabled:
             self.logger.info(message, extra={"batch_size": len(inputs), "latency_ms": round(latency_ms, 2), "usage": usage})
             return result
         # In Lambda the request's one line is its EMF record: the metrics, and as its metadata
@@ -426,7 +426,7 @@ class ApiFunction:
         # whose interpreter state the model run has just pushed out of the CPU caches.
         self._add_metrics(latency_ms, len(inputs), usage, "latency" if operation == "predict" else f"{operation}_latency")
         tenant = self.tenants.tenant(event)
-        request = {"message": message, "request_id": request_id_of(event), "usage": usage}
+        request = {"message": message, "request_id": self.logger.get_correlation_id(), "usage": usage}
         if tenant is not None:
             request["tenant"] = tenant
             self._count_tenant_usage(tenant, len(inputs), usage)
