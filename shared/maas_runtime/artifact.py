@@ -71,14 +71,36 @@ def verify_artifact(
     for name, meta in card.files.items():
         if name not in wanted:
             continue
-        path = folder / check_file_name(name)
-        if not path.is_file():
-            raise ArtifactError(f"artifact file {name!r} is missing")
-        size = path.stat().st_size
-        if size != meta.bytes:
-            raise ArtifactError(
-                f"artifact file {name!r} is {size} bytes, the card says {meta.bytes}: truncated or replaced"
-            )
-        if sha256_of(path) != meta.sha256:
-            raise ArtifactError(f"artifact file {name!r} does not match its sha256 in the card: refusing to load it")
+        path = _listed_path(folder, name, meta)
+        _check_digest(name, meta, sha256_of(path))
     return card
+
+
+def read_verified(folder: str | os.PathLike, card: ModelCard, name: str) -> bytes:
+    """A file the card lists, read once and checked against its size and sha256: the bytes checked
+    are the bytes returned, so nothing can change the file between its check and its use (a second
+    read)."""
+    meta = card.files.get(name)
+    if meta is None:
+        raise ArtifactError(f"artifact file {name!r} is not listed in the card")
+    data = _listed_path(Path(folder), name, meta).read_bytes()
+    if len(data) != meta.bytes:  # changed since the size was read
+        raise ArtifactError(f"artifact file {name!r} changed while it was read: refusing to load it")
+    _check_digest(name, meta, hashlib.sha256(data).hexdigest())
+    return data
+
+
+def _listed_path(folder: Path, name: str, meta: FileEntry) -> Path:
+    """The path of a listed file that exists with the card's size (a truncated file fails before hashing)."""
+    path = folder / check_file_name(name)
+    if not path.is_file():
+        raise ArtifactError(f"artifact file {name!r} is missing")
+    size = path.stat().st_size
+    if size != meta.bytes:
+        raise ArtifactError(f"artifact file {name!r} is {size} bytes, the card says {meta.bytes}: truncated or replaced")
+    return path
+
+
+def _check_digest(name: str, meta: FileEntry, digest: str) -> None:
+    if digest != meta.sha256:
+        raise ArtifactError(f"artifact file {name!r} does not match its sha256 in the card: refusing to load it")

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from . import explain
-from .artifact import read_card, verify_artifact
+from .artifact import read_card, read_verified, verify_artifact
 from .engine import Engine, OnnxEngine
 from .errors import InvalidInput, LimitExceeded
 from .signing import TrustedKeys
@@ -26,11 +26,12 @@ class Model:
         started = time.perf_counter()
         self.folder = Path(folder)
         card = read_card(self.folder, trusted_keys)
-        local = engine is None
-        self.card = verify_artifact(self.folder, card, [n for n in card.files if local or n != card.model_file])
+        # The graph file is checked where it is read, by the thread that builds its session (local),
+        # or not at all (a remote engine runs it); the other files here.
+        self.card = verify_artifact(self.folder, card, [n for n in card.files if n != card.model_file])
         task = task_for(self.card.task)
-        if local:
-            building = _Building(self.folder / self.card.model_file)
+        if engine is None:
+            building = _Building(self.folder, self.card)
             try:
                 self.task = task(self.card, self.folder, building)
             finally:
@@ -90,24 +91,27 @@ _lock = threading.Lock()
 class _Building:
     """The engine while ONNX Runtime builds its session in a thread.
 
-    Building a session holds no GIL, and loading the task's tokenizer holds it: side by side, a
-    cold start waits for the longer of the two, not for both (about 35 ms less for the MiniLM
-    on 2 cores). A task that reads the engine while it is made (an image task reads its input
-    names) waits for the session there. Model then gives the task the built engine itself.
+    The thread reads the graph file once, checks it against the card (artifact.read_verified) and
+    builds the session from those bytes. Hashing and building a session hold no GIL, and loading
+    the task's tokenizer holds it: side by side, a cold start waits for the longer of the two, not
+    for both (about 35 ms less for the MiniLM on 2 cores). A task that reads the engine while it is
+    made (an image task reads its input names) waits for the session there. Model then gives the
+    task the built engine itself; a graph that fails its check raises ArtifactError there.
     """
 
     local = True  # OnnxEngine's: the task batches as for a graph run in this process
 
-    def __init__(self, model_path: Path):
+    def __init__(self, folder: Path, card):
         self._built: dict = {}
-        self._thread = threading.Thread(target=self._build, args=(model_path,), name="maas-session", daemon=True)
+        self._thread = threading.Thread(target=self._build, args=(folder, card), name="maas-session", daemon=True)
         self._thread.start()
 
-    def _build(self, model_path: Path) -> None:
+    def _build(self, folder: Path, card) -> None:
         try:
+            model_bytes = read_verified(folder, card, card.model_file)
             from .session import get_session  # onnxruntime: imported only where a graph runs here
 
-            self._built["engine"] = OnnxEngine(get_session(model_path))
+            self._built["engine"] = OnnxEngine(get_session(folder / card.model_file, model_bytes))
         except BaseException as exc:  # noqa: BLE001 - raised again by engine(), in the loading thread
             self._built["error"] = exc
 

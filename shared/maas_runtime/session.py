@@ -91,16 +91,18 @@ def session_options() -> ort.SessionOptions:
     return opts
 
 
-def get_session(model_path: str | os.PathLike) -> ort.InferenceSession:
+def get_session(model_path: str | os.PathLike, model_bytes: bytes | None = None) -> ort.InferenceSession:
     """The session for a model file, created from the file's bytes rather than its path: ONNX
     Runtime then has no folder to resolve external-data references in, so it opens no file but
-    the one the card lists and verify_artifact checked."""
+    the one the card lists. `model_bytes`: the file's bytes as verified (artifact.read_verified),
+    so that the graph built is the one checked; by default the file is read here."""
     key = os.path.realpath(model_path)
     with _lock:
         session = _sessions.get(key)
         if session is None:
-            with open(key, "rb") as fh:
-                model_bytes = fh.read()
+            if model_bytes is None:
+                with open(key, "rb") as fh:
+                    model_bytes = fh.read()
             session = ort.InferenceSession(model_bytes, session_options(), providers=providers())
             _sessions[key] = session
         return session

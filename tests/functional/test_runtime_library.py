@@ -37,6 +37,31 @@ def test_tampered_model_file_is_refused(built, tmp_path):
         Model(folder)
 
 
+def test_the_session_runs_the_graph_file_as_it_was_checked(built, digits, tmp_path, monkeypatch):
+    from maas.recipes import digits as recipe
+    from maas_runtime import model as loading
+
+    # GIVEN a digits artifact whose graph file is replaced by another model's (MiniLM) right after
+    # the load has read and checked it
+    folder = _copy(built, "digits", tmp_path)
+    minilm_graph = built["minilm"].folder / "model.onnx"
+    read_verified = loading.read_verified
+
+    def read_then_replace(*args):
+        data = read_verified(*args)
+        shutil.copyfile(minilm_graph, folder / "model.onnx")
+        return data
+
+    monkeypatch.setattr(loading, "read_verified", read_then_replace)
+    # WHEN the model loads
+    model = Model(folder)
+    # THEN its session is built from the bytes checked, not read again from the file now on disk
+    assert (folder / "model.onnx").read_bytes() == minilm_graph.read_bytes()
+    assert model.engine.input_names == digits.engine.input_names
+    images = [img.tolist() for img in recipe.load_data().x_test[:20]]
+    assert model.predict(images, {"top_k": 3}).outputs == digits.predict(images, {"top_k": 3}).outputs
+
+
 def test_truncated_and_missing_files_are_refused(built, tmp_path):
     folder = _copy(built, "minilm", tmp_path)
     with open(folder / "model.onnx", "r+b") as fh:
