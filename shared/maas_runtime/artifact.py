@@ -71,7 +71,8 @@ def verify_artifact(
     for name, meta in card.files.items():
         if name not in wanted:
             continue
-        path = _listed_path(folder, name, meta)
+        path = _existing_path(folder, name)
+        _check_size(name, meta, path.stat().st_size)  # a truncated file fails before hashing
         _check_digest(name, meta, sha256_of(path))
     return card
 
@@ -83,22 +84,22 @@ def read_verified(folder: str | os.PathLike, card: ModelCard, name: str) -> byte
     meta = card.files.get(name)
     if meta is None:
         raise ArtifactError(f"artifact file {name!r} is not listed in the card")
-    data = _listed_path(Path(folder), name, meta).read_bytes()
-    if len(data) != meta.bytes:  # changed since the size was read
-        raise ArtifactError(f"artifact file {name!r} changed while it was read: refusing to load it")
+    data = _existing_path(Path(folder), name).read_bytes()
+    _check_size(name, meta, len(data))
     _check_digest(name, meta, hashlib.sha256(data).hexdigest())
     return data
 
 
-def _listed_path(folder: Path, name: str, meta: FileEntry) -> Path:
-    """The path of a listed file that exists with the card's size (a truncated file fails before hashing)."""
+def _existing_path(folder: Path, name: str) -> Path:
     path = folder / check_file_name(name)
     if not path.is_file():
         raise ArtifactError(f"artifact file {name!r} is missing")
-    size = path.stat().st_size
+    return path
+
+
+def _check_size(name: str, meta: FileEntry, size: int) -> None:
     if size != meta.bytes:
         raise ArtifactError(f"artifact file {name!r} is {size} bytes, the card says {meta.bytes}: truncated or replaced")
-    return path
 
 
 def _check_digest(name: str, meta: FileEntry, digest: str) -> None:
