@@ -38,7 +38,6 @@ from maas_runtime import (
     forget_models,
     load_model,
     read_card,
-    verify_artifact,
 )
 from maas_runtime.card import SIG_FILE, check_file_name
 
@@ -202,9 +201,14 @@ class S3Artifact:
                 raise
 
     def fetch(self) -> Path:
-        """Download and verify into a new folder; one that fails is deleted, never served.
+        """Download into a new folder the card and the files it lists; one that fails is deleted.
 
-        Raises ApiError: the S3 failure's status, or 503 artifact_invalid for what fails verification.
+        The files are not hashed here: load_model checks each against the card as it loads them
+        (the graph as it reads it for the session), and the backend deletes a download that fails
+        that check, so none is served, and no file is read and hashed twice.
+
+        Raises ApiError: the S3 failure's status, or 503 artifact_invalid for a card that fails its
+        signature check or is not a card.
         """
         folder = Path(tempfile.mkdtemp(prefix="maas-model-", dir=self.tmp_dir))
         try:
@@ -214,7 +218,6 @@ class S3Artifact:
             card = read_card(folder, self.trusted_keys)
             for name in card.files:
                 self._get(check_file_name(name), folder / name)
-            verify_artifact(folder, card)
             return folder
         except RuntimeLibraryError as exc:
             shutil.rmtree(folder, ignore_errors=True)
