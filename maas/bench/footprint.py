@@ -1,8 +1,9 @@
 """Serving footprint on disk: installed distributions (from their RECORD files) plus the model files.
 
 Two views: the packages each stack names directly, and their whole dependency closure (what
-`pip install` puts in a Lambda layer or a container). Bytecode caches are left out: a wheel
-does not ship them.
+`pip install` puts in a Lambda layer or a container). Bytecode caches are left out of both (a
+wheel does not ship them); what `cdk deploy` uploads (`deployed_bytes`) counts the layers as built,
+their bytecode included.
 """
 
 from __future__ import annotations
