@@ -33,5 +33,6 @@ def test_the_session_options_carry_the_choice(monkeypatch):
         options = session.session_options()
         assert options.intra_op_num_threads == 2
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
-        if expected == "1":  # spinning within a run only
+        if expected == "1":  # spinning within a run only, and briefly
             assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+            assert options.get_session_config_entry("session.intra_op.spin_duration_us") == str(session.SPIN_DURATION_US)
