@@ -26,7 +26,9 @@ import binascii
 import json
 import os
 import struct
+import sys
 import time
+import types
 import warnings
 from contextlib import nullcontext
 from datetime import datetime, timezone
@@ -491,6 +493,27 @@ class ApiFunction:
         return self._openapi[api_key_required]
 
 
+PYDANTIC_PLUGINS_ENV = "PYDANTIC_DISABLE_PLUGINS"
+_PYDANTIC_PLUGIN_LOADER = "pydantic.plugin._loader"
+
+
+def _no_pydantic_plugins() -> None:
+    """Where all pydantic plugins are disabled, tell pydantic it has none without its plugin loader.
+
+    Disabled plugins are never looked up, but the loader module imports `importlib.metadata` at its
+    top (and with it email, zipfile, csv, ...): ~20 ms of GIL-bound work in a cold start, for
+    nothing. Its one entry point, `get_plugins()`, returns no plugins when they are all disabled; a
+    module whose `get_plugins()` returns none is registered in its place. A loader already imported,
+    or plugins not all disabled, are left alone. (pydantic 2.14: `plugin/_schema_validator.py`
+    imports `get_plugins` from it, when the first validator is built.)
+    """
+    if os.environ.get(PYDANTIC_PLUGINS_ENV) not in ("__all__", "1", "true") or _PYDANTIC_PLUGIN_LOADER in sys.modules:
+        return
+    loader = types.ModuleType(_PYDANTIC_PLUGIN_LOADER, "pydantic plugins, all disabled (maas_api.function)")
+    loader.get_plugins = lambda: ()
+    sys.modules[_PYDANTIC_PLUGIN_LOADER] = loader
+
+
 class LambdaEntry:
     """A handler module's ``lambda_handler``: its ApiFunction, made once per process.
 
@@ -501,11 +524,12 @@ class LambdaEntry:
 
     The process loads no pydantic plugins unless PYDANTIC_DISABLE_PLUGINS is set otherwise: looking
     for them scans the entry points of every installed distribution when the first validator is
-    built, 20-35 ms of a cold start on 2 cores, and a function has none.
+    built, 20-35 ms of a cold start on 2 cores, and a function has none (`_no_pydantic_plugins`).
     """
 
     def __init__(self, create: Callable[[], "ApiFunction"], prepare: Callable[[Backend], object]):
-        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+        os.environ.setdefault(PYDANTIC_PLUGINS_ENV, "__all__")
+        _no_pydantic_plugins()
         self._create, self._prepare = create, prepare
         self.function: ApiFunction | None = None
 
