@@ -32,6 +32,7 @@ from maas_api.constants import (
     ENV_MODEL_S3_URI,
     ENV_SAGEMAKER_ENDPOINT,
     ENV_SAGEMAKER_INFERENCE_COMPONENT,
+    MODEL_FUNCTION_ENV,
 )
 from maas_api.routes import EMBEDDING_TASK, INVOKE, INVOKE_VERSION, route, shared_routes
 from maas_runtime.signing import ENV_SIGNING_PUBLIC_KEYS
@@ -161,9 +162,7 @@ class MaasStack(Stack):
         invoke, pinned_route = route(INVOKE), route(INVOKE_VERSION)
         trusted = trusted_keys(manifest)
         # Each model function refuses artifacts not signed by these keys (read from local files: no AWS call at synth).
-        model_env = {ENV_SIGNING_PUBLIC_KEYS: trusted.value()} if trusted else {}
-        # numpy's BLAS pool would fight ONNX Runtime's threads for Lambda's few vCPUs in an explanation's solve.
-        model_env["OPENBLAS_NUM_THREADS"] = "1"
+        model_env = {**MODEL_FUNCTION_ENV, **({ENV_SIGNING_PUBLIC_KEYS: trusted.value()} if trusted else {})}
 
         for spec in manifest.models:
             cid = logical_name(spec.name)

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from maas_api.constants import MODEL_FUNCTION_ENV
+
 THREADS = 1
 SECTION_START = "<!-- explain:start -->"
 SECTION_END = "<!-- explain:end -->"
@@ -74,7 +76,7 @@ def worker(model_dir: str, name: str, catalog: str, repeats: int) -> dict:
 
 def measure_explain(model_dir: Path, name: str, catalog: Path, threads: int, repeats: int = 15) -> dict:
     """{request kind: {"p50_ms", "min_ms", "max_ms", "coalitions", "players", "evaluations"}} for one model."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MAAS_INTRA_OP_THREADS": str(threads),
+    env = {**os.environ, **MODEL_FUNCTION_ENV, "MAAS_INTRA_OP_THREADS": str(threads),
            "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
     root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "shared"), env.get("PYTHONPATH", "")])

@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maas_api.constants import ENV_MODEL_DIR, ENV_MODEL_NAME, ENV_MODEL_S3_URI
+from maas_api.constants import ENV_MODEL_DIR, ENV_MODEL_NAME, ENV_MODEL_S3_URI, MODEL_FUNCTION_ENV
 from maas_runtime import CARD_FILE, MODEL_FILE, ArtifactError, ModelCard, file_entries, verify_artifact
 from maas_runtime.session import ENV_INTRA_OP_THREADS
 
@@ -96,6 +96,8 @@ class Variant:
                 "TOKENIZERS_PARALLELISM": "false",
             }
         )
+        if self.role in (KIT, RUNTIME, FP32):
+            env.update(MODEL_FUNCTION_ENV)  # what the stack gives every model function, as deployed
         # A deployed package has its bytecode: let the untimed first run write it (any value disables).
         for name in (ENV_MODEL_NAME, ENV_MODEL_DIR, ENV_MODEL_S3_URI, "PYTHONDONTWRITEBYTECODE"):
             env.pop(name, None)

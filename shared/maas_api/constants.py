@@ -31,6 +31,10 @@ ENV_ALLOWED_TENANTS = "MAAS_ALLOWED_TENANTS"
 method, so the function answers 403 to the others). Unset: no tenant rules."""
 ENV_TMP_DIR = "MAAS_TMP_DIR"
 """Where S3 artifacts are downloaded (default: the system temp folder, /tmp in Lambda)."""
+MODEL_FUNCTION_ENV = {"OPENBLAS_NUM_THREADS": "1"}
+"""What every model function's environment sets besides its model: numpy's BLAS gets one thread.
+ONNX Runtime runs the model on its own threads; a second pool of numpy's (an explanation's solve is
+its only use) would fight them for Lambda's few vCPUs, and starting it costs its import ~10 ms."""
 
 # The canary's pre-traffic hook (functions/pre_traffic_hook), one per model function.
 ENV_HOOK_TARGET_VERSION = "MAAS_HOOK_TARGET_VERSION"
