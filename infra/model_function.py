@@ -13,7 +13,8 @@ CodeDeploy canary (10% for 5 minutes, by default):
   timeouts) on the alias, with Lambda's ExecutedVersion. Either one rolls the deployment back.
 
 The role is the function's own: write to its own log group, and whatever the caller grants (its
-S3 prefix, its endpoint). X-Ray tracing is active. No reserved concurrency unless the manifest
+S3 prefix, its endpoint). X-Ray tracing is active; the handler adds its own subsegments unless the
+manifest says `lambda.tracing = "service"`. No reserved concurrency unless the manifest
 asks for it (`lambda.reserved_concurrency`): a reservation is taken from the account's quota, and
 an account without room for it fails the deployment.
 """
@@ -31,6 +32,7 @@ from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_lambda_powertools.shared.constants import TRACER_DISABLED_ENV
 from constructs import Construct
 
 from maas.manifest import LambdaSettings
@@ -137,6 +139,8 @@ class ModelFunction(Construct):
             environment={
                 "POWERTOOLS_SERVICE_NAME": service,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                # tracing = "service": Lambda's own segments only, no X-Ray SDK in the handler
+                **({TRACER_DISABLED_ENV: "true"} if settings.tracing == "service" else {}),
                 **props.environment,
             },
             role=self.role,

@@ -104,9 +104,10 @@ def copy_project():
 VARIANT_CHANGES = (
     # minilm moves to SageMaker
     ('task = "embedding"\ntarget = "lambda"', 'task = "embedding"\ntarget = "sagemaker"'),
-    # digits: an x86_64 function with its artifact in S3 and reserved concurrency (the opt-in)
+    # digits: an x86_64 function with its artifact in S3, reserved concurrency (the opt-in) and
+    # Lambda's own traces only
     ('lambda = { architecture = "arm64", memory_mb = 512',
-     'lambda = { architecture = "x86_64", artifact = "s3", reserved_concurrency = 5, memory_mb = 512'),
+     'lambda = { architecture = "x86_64", artifact = "s3", reserved_concurrency = 5, tracing = "service", memory_mb = 512'),
     # minilm-gpu scales to zero (an inference component)
     ("min_instances = 1, max_instances = 4", "min_instances = 0, max_instances = 4"),
 )
@@ -130,7 +131,8 @@ quota_period = "month"
 @pytest.fixture(scope="session")
 def variant(artifacts, tmp_path_factory) -> Synth:
     """The shipped manifest changed without touching code: minilm on SageMaker; digits on x86_64,
-    its artifact in S3 and 5 reserved concurrent executions; minilm-gpu scaled to zero; two tenants."""
+    its artifact in S3, 5 reserved concurrent executions and Lambda's traces only; minilm-gpu scaled
+    to zero; two tenants."""
     text = (artifacts.root / "models.toml").read_text()
     for old, new in VARIANT_CHANGES:
         assert old in text, old

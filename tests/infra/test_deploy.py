@@ -217,6 +217,24 @@ def test_no_reserved_concurrency_by_default_and_the_opt_in_is_honoured(synth, va
         assert answered and sum(m["ThrottlingBurstLimit"] for m in answered) <= 5
 
 
+def test_tracing_service_keeps_lambdas_traces_and_drops_the_handlers_sdk(synth, variant):
+    def functions(result):
+        return {lid: f["Properties"] for lid, f in result.of_type("AWS::Lambda::Function").items()
+                if f["Properties"].get("Environment", {}).get("Variables", {}).get("MAAS_MODEL_NAME")}
+
+    # GIVEN the shipped manifest (the default, tracing = "handler") and the variant (digits: "service")
+    for which, result in (("shipped", synth), ("variant", variant)):
+        for lid, props in functions(result).items():
+            env = props["Environment"]["Variables"]
+            service_only = which == "variant" and env["MAAS_MODEL_NAME"] == "digits"
+            # THEN every model function is traced by Lambda, and only digits' in the variant (its
+            # live function and each kept version's) runs its handler without the X-Ray SDK
+            assert props["TracingConfig"] == {"Mode": "Active"}, lid
+            assert (env.get("POWERTOOLS_TRACE_DISABLED") == "true") is service_only, (which, lid)
+    assert sum(f["Environment"]["Variables"].get("POWERTOOLS_TRACE_DISABLED") == "true"
+               for f in functions(variant).values()) == 3
+
+
 def test_the_gateway_caps_inputs_at_each_models_batch_limit(synth, manifest):
     models = {m["Properties"]["Name"]: m["Properties"]["Schema"] for m in synth.of_type("AWS::ApiGateway::Model").values()}
     by_id = {k: v["Properties"]["Name"] for k, v in synth.of_type("AWS::ApiGateway::Model").items()}

@@ -62,6 +62,8 @@ def test_defaults_fill_optional_tables():
          "models.tiny.lambda.snap_start: AWS does not allow SnapStart together with provisioned_concurrency"),
         (("parity = { min_cosine = 0.98 }", 'parity = { min_cosine = 0.98 }\nlambda = { architecture = "sparc" }'),
          "models.tiny.lambda.architecture: must be one of arm64, x86_64"),
+        (("parity = { min_cosine = 0.98 }", 'parity = { min_cosine = 0.98 }\nlambda = { tracing = "off" }'),
+         "models.tiny.lambda.tracing: must be one of handler, service"),
         (("parity = { min_cosine = 0.98 }", "parity = { min_cosine = 0.98 }\nsagemaker = { min_instances = 3, max_instances = 1 }"),
          "models.tiny.sagemaker.max_instances: must be >= min_instances"),
         (("parity = { min_cosine = 0.98 }", "parity = { min_cosine = 0.98 }\nsagemaker = { min_instances = -1 }"),
