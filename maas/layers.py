@@ -446,16 +446,16 @@ def _compile_bytecode(site: Path, compiler: tuple[str, str] | None, python_versi
         return {"python": None, "reason": f"no Python {python_version} interpreter on this machine: "
                                           "the layer's modules compile at every cold start"}
     python, version = compiler
-    before = folder_bytes(site)
     result = subprocess.run(
         [python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", str(site)],
         capture_output=True, text=True,
     )
     failed = sorted({line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("*** Error compiling '")})
+    written = [p.stat().st_size for p in site.rglob("*.pyc")]  # all of them: pruning left none before
     return {
         "python": version,
-        "files": sum(1 for _ in site.rglob("*.pyc")),
-        "bytes": folder_bytes(site) - before,
+        "files": len(written),
+        "bytes": sum(written),
         "failed": [Path(f).relative_to(site).as_posix() if Path(f).is_relative_to(site) else f for f in failed],
     }
 
