@@ -153,7 +153,7 @@ ORJSON = pinned("orjson")
 PYNACL = pinned("PyNaCl")
 
 # Everywhere in a layer: no type stubs, no C headers, no test suites, and no bytecode pip or a
-# wheel may have left (the layer's own is compiled afterwards: `_compile_bytecode`).
+# wheel may have left (the layer's own is compiled afterwards: `compile_bytecode`).
 COMMON_PRUNE = (
     "**/__pycache__",
     "**/*.pyc",
@@ -435,7 +435,7 @@ def bytecode_compiler(python_version: str) -> tuple[str, str] | None:
     return None
 
 
-def _compile_bytecode(site: Path, compiler: tuple[str, str] | None, python_version: str) -> dict:
+def compile_bytecode(site: Path, compiler: tuple[str, str] | None, python_version: str) -> dict:
     """Every module's bytecode beside its source, as `unchecked-hash` .pyc files (PEP 552).
 
     Unchecked: Python loads them without comparing the source's timestamp or hash, which a zip
@@ -528,7 +528,7 @@ def build_layer(
             report.local_packages[package] = tree_hash(source)
         report.pruned = _prune(site, spec.prune)
         report.stripped, report.not_stripped = _strip(site, target.machine)
-        report.bytecode = _compile_bytecode(site, compiler, target.python_version)
+        report.bytecode = compile_bytecode(site, compiler, target.python_version)
         if log and report.bytecode["python"] is None:
             log(f"  {spec.name} layer: {report.bytecode['reason']}")
         report.unzipped_bytes = folder_bytes(site)

@@ -22,6 +22,18 @@ TARGET_MB = 170
 compiles the layers' modules from source: test_layers_carry_the_bytecode_their_imports_need)."""
 
 
+def test_function_assets_carry_the_runtimes_bytecode(synth):
+    # GIVEN what cdk deploy would upload, staged where this machine has the runtime's Python
+    if layers.bytecode_compiler(layers.LAYER_PYTHON_VERSION) is None:
+        pytest.skip(f"no Python {layers.LAYER_PYTHON_VERSION} here: assets are staged without bytecode")
+    tag = "cpython-" + layers.LAYER_PYTHON_VERSION.replace(".", "")
+    handlers = [f for f in load_assembly(synth.outdir).functions.values() if f.environment.get("MAAS_MODEL_NAME")]
+    assert handlers and all((f.asset / "app.py").is_file() for f in handlers)
+    # THEN every model and proxy function's app.py has its bytecode for Lambda's Python beside it (/var/task is read-only)
+    for function in handlers:
+        assert (function.asset / "__pycache__" / f"app.{tag}.pyc").is_file(), function.logical_id
+
+
 def _mb(path: Path) -> float:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and not p.is_symlink()) / 1e6
 
@@ -77,12 +89,14 @@ def counting(self, data, path, *args, **kwargs):
     return to_code(self, data, path, *args, **kwargs)
 importlib.machinery.SourceFileLoader.source_to_code = counting
 sys.path[:0] = sys.argv[1:]
-import numpy, onnxruntime, tokenizers, maas_runtime.session, maas_api.function, maas_api.schemas
+import numpy, onnxruntime, tokenizers, maas_runtime.session, maas_api.function, maas_api.schemas, app
 print(json.dumps(compiled))
 """
 
 
-def test_layers_carry_the_bytecode_their_imports_need(host_layers):
+def test_layers_carry_the_bytecode_their_imports_need(host_layers, artifacts, repo_root, tmp_path):
+    from infra.staging import MODEL_HANDLER, stage_function
+
     # GIVEN the layers as built (here for this machine's Python, as for Lambda's 3.12 where one is found)
     for layer in host_layers.values():
         assert layer.bytecode["python"] == platform.python_version() and not layer.bytecode["failed"]
@@ -91,12 +105,16 @@ def test_layers_carry_the_bytecode_their_imports_need(host_layers):
         print(f"\n{layer.name} layer: {layer.bytecode['files']} modules compiled, {layer.bytecode['bytes'] / 1e6:.1f} MB")
     # WHEN an interpreter that cannot write bytecode (-B, as on Lambda's read-only /opt) imports
     # what the model handler imports from them
-    paths = [str(layer.content) for layer in host_layers.values()]
+    # (and the model function's own app.py, from its staged asset, read-only /var/task on Lambda)
+    function = stage_function(repo_root, MODEL_HANDLER, "minilm", None, tmp_path,
+                              python_version=layers.host_platform().python_version).path
+    assert Path(importlib.util.cache_from_source(str(function / "app.py"))).is_file()
+    paths = [str(function)] + [str(layer.content) for layer in host_layers.values()]
     done = subprocess.run([sys.executable, "-I", "-B", "-c", _COMPILED_AT_IMPORT, *paths],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=base_environment())
     assert done.returncode == 0, done.stderr[-2000:]
     compiled = json.loads(done.stdout.strip().splitlines()[-1])
-    # THEN no module of the layers is compiled from source: each comes from its bytecode
+    # THEN no module of the layers or of the function is compiled from source: each comes from its bytecode
     assert [path for path in compiled if any(path.startswith(p) for p in paths)] == []
 
 
