@@ -125,8 +125,9 @@ def _stage(folder: Path, model_file: Path, exported: Exported, spec: ModelSpec, 
     return card
 
 
-def _evaluate(spec: ModelSpec, folder: Path, exported: Exported) -> tuple[ParityResult, dict]:
-    """Parity of a staged candidate, measured through the runtime exactly as it will be served."""
+def _evaluate(spec: ModelSpec, folder: Path, exported: Exported) -> tuple[ParityResult, dict, float]:
+    """Parity, latency and batch dependence of a staged candidate, measured through the runtime
+    exactly as it will be served."""
     from maas_runtime.session import drop_sessions
 
     task = build_task(spec.task)
@@ -134,7 +135,7 @@ def _evaluate(spec: ModelSpec, folder: Path, exported: Exported) -> tuple[Parity
     try:
         served = task.served(model, exported.eval_inputs)
         result = task.measure(spec.parity, served, exported.reference, exported.eval_labels)
-        return result, selection.latency(model, exported.eval_inputs)
+        return result, selection.latency(model, exported.eval_inputs), selection.batch_dependence(model, exported.eval_inputs)
     finally:
         del model
         drop_sessions()
@@ -260,10 +261,16 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
                 t = step(f"parity and latency of {description['name']}")
                 stage = work / f"stage-{description['name']}"
                 staged = _stage(stage, file, exported, spec, explain)
-                result, latency = _evaluate(spec, stage, exported)
+                result, latency, dependence = _evaluate(spec, stage, exported)
                 size = file.stat().st_size
+                invariant = dependence <= selection.BATCH_INVARIANCE_ATOL
+                if description["batch_invariant"] and not invariant:
+                    _log(spec.name, f"  {description['name']}: an input alone differs by {dependence:.3g} from inside its "
+                                    "request on this machine: counted batch-dependent")
                 entry = {
                     **description,
+                    "batch_invariant": description["batch_invariant"] and invariant,
+                    "batch_dependence": float(f"{dependence:.3g}"),
                     "bytes": size,
                     "size_ratio": round(size / fp32_bytes, 4),
                     "latency": latency,

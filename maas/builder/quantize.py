@@ -57,7 +57,9 @@ class Scheme:
         schemes quantize each activation tensor with one range computed at run time over the whole
         batch (DynamicQuantizeLinear), so a text's embedding moves with what it is batched with
         (and with length-aware batching's sub-batches); weight-only blocks and the per-token scheme
-        (maas.builder.pertoken) quantize each row alone."""
+        (maas.builder.pertoken) quantize each row alone. What the arithmetic promises: the build
+        also measures it on its machine (selection.batch_dependence), and a candidate's card entry
+        says what held."""
         return self.kind in ("weight-only", "per-token")
 
     def describe(self) -> dict:

@@ -26,6 +26,10 @@ and a Lambda package carries, for accuracy the other schemes already reach."""
 SPEED_TIE = 0.10
 """Candidates within 10% of the fastest batch-32 time count as equally fast and the smallest of
 them wins: on a shared 2-core build machine run-to-run noise is of that order, and size is exact."""
+BATCH_INVARIANCE_ATOL = 1e-5
+"""A candidate counts as batch-invariant where no output value of an input answered alone differs by
+more than this from the same input answered inside the mixed request (fp32 and the per-token graph:
+0 where measured)."""
 
 
 def workload(inputs: list, max_batch: int = BATCH) -> tuple[list, object, str]:
@@ -65,6 +69,39 @@ def latency(model, inputs: list) -> dict:
     }
 
 
+def batch_dependence(model, inputs: list) -> float:
+    """How far an input's answer moves with the other inputs of its request, measured: the largest
+    difference between any output value of an input of the mixed request answered alone and the
+    same input answered inside that request (its length-aware sub-batch and padding included).
+
+    A scheme's `batch_invariant` is what its arithmetic promises; the build machine's kernels do
+    not always keep it. ONNX Runtime 1.32's weight-only int8 (MatMulNBits, accuracy level 4) on an
+    AVX-512 VNNI CPU answers a lone unpadded text differently from the same text padded or beside
+    others (0.06 in MiniLM's hidden state), while on AVX2 it did not; so the card records what held.
+    """
+    batch, _, _ = workload(inputs, model.max_batch)
+    together = model.predict(batch).outputs
+    worst = 0.0
+    for item, answer in zip(batch, together):
+        alone = model.predict([item]).outputs[0]
+        a, b = _values(alone), _values(answer)
+        worst = max(worst, float(np.max(np.abs(a - b), initial=0.0)) if a.shape == b.shape else float("inf"))
+    return worst
+
+
+def _values(output) -> np.ndarray:
+    """The numbers of one input's answer (a vector, or a task's dict of scores), flattened in order."""
+    if isinstance(output, dict):
+        parts = [_values(output[key]) for key in sorted(output)]
+    elif isinstance(output, (list, tuple)):
+        parts = [_values(item) for item in output]
+    elif isinstance(output, (int, float)) and not isinstance(output, bool):
+        return np.array([float(output)])
+    else:
+        return np.zeros(0)
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
 def could_win(size: int, passing_sizes: list[int], prefer: str = "speed") -> bool:
     """Whether a candidate of `size` bytes could still be chosen beside those already passing: a
     series stops measuring once its next candidate is too large to win (the rule of `choose`)."""
@@ -98,13 +135,21 @@ def choose(entries: list[dict], prefer: str = "speed") -> tuple[dict, str]:
             if skipped:
                 quicker = min(skipped, key=lambda e: e["latency"]["mixed_batch_ms"])
                 reason += (f"; {quicker['name']} was faster ({quicker['latency']['mixed_batch_ms']} ms) but its answers "
-                           "depend on the other inputs of a request (activations quantized per batch)")
+                           f"depend on the other inputs of a request ({_why_dependent(quicker)})")
             return chosen, reason
     chosen, reason = _choose(passing, prefer)
     if not chosen.get("batch_invariant", True):
-        reason += ("; its answers depend slightly on the other inputs of a request (activations quantized per batch): "
+        reason += (f"; its answers depend slightly on the other inputs of a request ({_why_dependent(chosen)}): "
                    "no batch-invariant candidate passed within the size premium")
     return chosen, reason
+
+
+def _why_dependent(entry: dict) -> str:
+    """Why a candidate's answers move with its request: its scheme (per-tensor activation ranges),
+    or what the build measured on its machine (`batch_dependence`)."""
+    if "per-tensor" in str(entry.get("activations", "")):
+        return "activations quantized per batch"
+    return f"measured on the build machine: an input alone differs by up to {entry.get('batch_dependence')}"
 
 
 def _choose(passing: list[dict], prefer: str) -> tuple[dict, str]:

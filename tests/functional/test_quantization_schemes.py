@@ -9,6 +9,7 @@ import pytest
 from maas_runtime.tokenization import TextEncoder
 
 from maas.builder import quantize, smoothquant
+from maas.builder.selection import BATCH_INVARIANCE_ATOL
 from maas.builder.evalsets import calibration_texts, embedding_texts
 from maas.builder.tasks import build_task
 
@@ -180,6 +181,10 @@ def test_card_records_every_candidate_with_latency(built):
     for c in report.candidates:
         assert c["latency"]["mixed_batch_ms"] > 0 and c["latency"]["batch1_ms"] > 0
         assert c["parity"]["min_cosine"] > 0.9 and 0 < c["size_ratio"] < 0.35
+        # batch invariance is measured, not only claimed (selection.batch_dependence)
+        assert c["batch_dependence"] >= 0 and (not c["batch_invariant"] or c["batch_dependence"] <= BATCH_INVARIANCE_ATOL)
+    dynamic = next(c for c in report.candidates if c["name"] == "dynamic-int8")
+    assert not dynamic["batch_invariant"] and dynamic["batch_dependence"] > BATCH_INVARIANCE_ATOL
     chosen = next(c for c in report.candidates if c["name"] == report.chosen)
     assert chosen["passed"] and report.prefer == "speed" and report.reason
     assert "mixed_batch: one request of 32" in report.latency_workload

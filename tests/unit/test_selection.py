@@ -2,7 +2,8 @@
 
 import pytest
 
-from maas.builder.selection import MAX_SIZE_PREMIUM, SPEED_TIE, choose, workload
+from maas.builder.selection import BATCH_INVARIANCE_ATOL, MAX_SIZE_PREMIUM, SPEED_TIE, batch_dependence, choose, workload
+from maas_runtime.tasks.base import Prediction
 
 
 def entry(name, mb, batch32_ms, passed=True, batch_invariant=True):
@@ -73,3 +74,35 @@ def test_workload_is_a_mixed_batch_in_order():
     assert len(workload(inputs, 8)[0]) == 8  # never more than the model serves in one request
     assert batch[0] == inputs[0] and batch[-1] == inputs[7 * 31]
     assert single == inputs[120] and "32" in words
+
+
+class _Model:
+    """Answers each input from its own length, with every number scaled by the request's size
+    where `dependent` (as per-tensor activation ranges would move them)."""
+
+    max_batch = 32
+
+    def __init__(self, dependent: bool):
+        self.dependent = dependent
+
+    def predict(self, inputs, parameters=None):
+        scale = 1 + len(inputs) * 1e-3 if self.dependent else 1.0
+        return Prediction([[len(x) * scale, {"label": "x", "score": 0.5 * scale}] for x in inputs])
+
+
+def test_batch_dependence_compares_each_input_alone_with_its_answer_inside_the_request():
+    texts = [("word " * (i % 7 + 1)).strip() for i in range(96)]
+    assert batch_dependence(_Model(dependent=False), texts) == 0.0
+    assert batch_dependence(_Model(dependent=True), texts) > BATCH_INVARIANCE_ATOL
+
+
+def test_a_scheme_measured_batch_dependent_loses_to_an_invariant_one_and_the_reason_says_measured():
+    measured = entry("weight-only-int8-b128", 23.1, 120.0, batch_invariant=False) | {
+        "batch_dependence": 0.0078, "activations": "int8 per block at run time (accuracy_level 4)"}
+    per_tensor = entry("fused-smoothquant-int8-x0", 23.5, 110.0, batch_invariant=False) | {
+        "activations": "uint8 per-tensor, computed at run time, after smoothing"}
+    chosen, reason = choose([measured, entry("fused-per-token-int8-x0", 23.5, 180.0)])
+    assert chosen["name"] == "fused-per-token-int8-x0"
+    assert "measured on the build machine: an input alone differs by up to 0.0078" in reason
+    chosen, reason = choose([per_tensor, entry("fused-per-token-int8-x0", 23.5, 180.0)])
+    assert "activations quantized per batch" in reason
