@@ -77,8 +77,9 @@ def stage_function(root: Path, handler: str, name: str, artifact: Path | None, s
 
     The handler's modules are compiled as the layers' are (`layers.compile_bytecode`): Lambda's
     /var/task is read-only, so without bytecode every cold start compiles app.py again (`compile()`
-    of the model handler's: 1.8 ms on the AVX-512 bench machine). The key names the compiler, so an asset staged without one is staged again
-    once one is found. `python_version`: the runtime's (the tests stage for this machine's).
+    of the model handler's: 1.8 ms on the AVX-512 bench machine). The key names the compiler, so an
+    asset staged without one is staged again once one is found. `python_version`: the runtime's
+    (the tests stage for this machine's).
     """
     handler_dir = root / FUNCTIONS_DIR / handler
     catalog = root / BUILD_DIR / CATALOG_FILE

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import platform
 import shutil
 import sys
@@ -270,7 +271,8 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
                 entry = {
                     **description,
                     "batch_invariant": description["batch_invariant"] and invariant,
-                    "batch_dependence": float(f"{dependence:.3g}"),
+                    # (None: an input's answer alone had another shape than inside the request)
+                    "batch_dependence": float(f"{dependence:.3g}") if math.isfinite(dependence) else None,
                     "bytes": size,
                     "size_ratio": round(size / fp32_bytes, 4),
                     "latency": latency,
