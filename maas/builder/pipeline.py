@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import math
 import platform
 import shutil
 import sys
@@ -136,7 +135,7 @@ def _evaluate(spec: ModelSpec, folder: Path, exported: Exported) -> tuple[Parity
     try:
         served = task.served(model, exported.eval_inputs)
         result = task.measure(spec.parity, served, exported.reference, exported.eval_labels)
-        return result, selection.latency(model, exported.eval_inputs), selection.batch_dependence(model, exported.eval_inputs)
+        return result, selection.latency(model, exported.eval_inputs), selection.batch_dependence(task, model, exported.eval_inputs)
     finally:
         del model
         drop_sessions()
@@ -271,8 +270,7 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
                 entry = {
                     **description,
                     "batch_invariant": description["batch_invariant"] and invariant,
-                    # (None: an input's answer alone had another shape than inside the request)
-                    "batch_dependence": float(f"{dependence:.3g}") if math.isfinite(dependence) else None,
+                    "batch_dependence": float(f"{dependence:.3g}"),
                     "bytes": size,
                     "size_ratio": round(size / fp32_bytes, 4),
                     "latency": latency,

@@ -69,10 +69,11 @@ def latency(model, inputs: list) -> dict:
     }
 
 
-def batch_dependence(model, inputs: list) -> float:
+def batch_dependence(task, model, inputs: list) -> float:
     """How far an input's answer moves with the other inputs of its request, measured: the largest
-    difference between any output value of an input of the mixed request answered alone and the
-    same input answered inside that request (its length-aware sub-batch and padding included).
+    difference between any value of the answer to an input of the mixed request sent alone and the
+    answer to it inside that request (its length-aware sub-batch and padding included), each as
+    the build task's `served` array (an embedding; a classifier's scores in label order).
 
     A scheme's `batch_invariant` is what its arithmetic promises; the build machine's kernels do
     not always keep it. ONNX Runtime 1.32's weight-only int8 (MatMulNBits, accuracy level 4) on an
@@ -80,26 +81,9 @@ def batch_dependence(model, inputs: list) -> float:
     others (0.06 in MiniLM's hidden state), while on AVX2 it did not; so the card records what held.
     """
     batch, _, _ = workload(inputs, model.max_batch)
-    together = model.predict(batch).outputs
-    worst = 0.0
-    for item, answer in zip(batch, together):
-        alone = model.predict([item]).outputs[0]
-        a, b = _values(alone), _values(answer)
-        worst = max(worst, float(np.max(np.abs(a - b), initial=0.0)) if a.shape == b.shape else float("inf"))
-    return worst
-
-
-def _values(output) -> np.ndarray:
-    """The numbers of one input's answer (a vector, or a task's dict of scores), flattened in order."""
-    if isinstance(output, dict):
-        parts = [_values(output[key]) for key in sorted(output)]
-    elif isinstance(output, (list, tuple)):
-        parts = [_values(item) for item in output]
-    elif isinstance(output, (int, float)) and not isinstance(output, bool):
-        return np.array([float(output)])
-    else:
-        return np.zeros(0)
-    return np.concatenate(parts) if parts else np.zeros(0)
+    together = task.served(model, batch)  # one request: the workload is within the serving limit
+    alone = np.concatenate([task.served(model, [item]) for item in batch])
+    return float(np.abs(alone - together).max())
 
 
 def could_win(size: int, passing_sizes: list[int], prefer: str = "speed") -> bool:

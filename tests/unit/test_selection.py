@@ -2,8 +2,10 @@
 
 import pytest
 
-from maas.builder.selection import BATCH_INVARIANCE_ATOL, MAX_SIZE_PREMIUM, SPEED_TIE, batch_dependence, choose, workload
 from maas_runtime.tasks.base import Prediction
+
+from maas.builder.selection import BATCH_INVARIANCE_ATOL, MAX_SIZE_PREMIUM, SPEED_TIE, batch_dependence, choose, workload
+from maas.builder.tasks import build_task
 
 
 def entry(name, mb, batch32_ms, passed=True, batch_invariant=True):
@@ -77,8 +79,8 @@ def test_workload_is_a_mixed_batch_in_order():
 
 
 class _Model:
-    """Answers each input from its own length, with every number scaled by the request's size
-    where `dependent` (as per-tensor activation ranges would move them)."""
+    """Embeds each input from its own length, with every value scaled by the request's size where
+    `dependent` (as per-tensor activation ranges would move them)."""
 
     max_batch = 32
 
@@ -87,13 +89,14 @@ class _Model:
 
     def predict(self, inputs, parameters=None):
         scale = 1 + len(inputs) * 1e-3 if self.dependent else 1.0
-        return Prediction([[len(x) * scale, {"label": "x", "score": 0.5 * scale}] for x in inputs])
+        return Prediction([[len(x) * scale, 0.5 * scale] for x in inputs])
 
 
 def test_batch_dependence_compares_each_input_alone_with_its_answer_inside_the_request():
     texts = [("word " * (i % 7 + 1)).strip() for i in range(96)]
-    assert batch_dependence(_Model(dependent=False), texts) == 0.0
-    assert batch_dependence(_Model(dependent=True), texts) > BATCH_INVARIANCE_ATOL
+    embedding = build_task("embedding")
+    assert batch_dependence(embedding, _Model(dependent=False), texts) == 0.0
+    assert batch_dependence(embedding, _Model(dependent=True), texts) > BATCH_INVARIANCE_ATOL
 
 
 def test_a_scheme_measured_batch_dependent_loses_to_an_invariant_one_and_the_reason_says_measured():
