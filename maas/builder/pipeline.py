@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -104,18 +104,24 @@ def cache_key(spec: ModelSpec, root: Path) -> str:
     return digest.hexdigest()
 
 
-def _stage(folder: Path, model_file: Path, exported: Exported, spec: ModelSpec, explain=None) -> ModelCard:
-    """An artifact folder for one candidate, with the card the runtime needs to load it."""
+def _stage(folder: Path, model_file: Path, exported: Exported, spec: ModelSpec, explain=None,
+           pad_to_multiple_of: int = 1) -> ModelCard:
+    """An artifact folder for one candidate, with the card the runtime needs to load it.
+    `pad_to_multiple_of`: what the candidate's graph needs (quantize.Scheme.pad_to_multiple_of),
+    for text inputs whose maximum length it divides."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file, folder / MODEL_FILE)
     for name, path in exported.extra_files.items():
         shutil.copyfile(path, folder / name)
+    inputs = exported.inputs
+    if inputs.type == "text" and inputs.max_sequence_length % pad_to_multiple_of == 0:
+        inputs = replace(inputs, pad_to_multiple_of=pad_to_multiple_of)
     card = ModelCard(
         name=spec.name,
         version=spec.version,
         task=spec.task,
         model_file=MODEL_FILE,
-        inputs=exported.inputs,
+        inputs=inputs,
         outputs=exported.outputs,
         serving=ServingSpec(max_batch=spec.serving.max_batch),
         files=file_entries(folder),
@@ -260,7 +266,7 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
                         description["fp32_nodes"] = list(fp32_nodes[: scheme.excluded])
                 t = step(f"parity and latency of {description['name']}")
                 stage = work / f"stage-{description['name']}"
-                staged = _stage(stage, file, exported, spec, explain)
+                staged = _stage(stage, file, exported, spec, explain, scheme.pad_to_multiple_of if scheme else 1)
                 result, latency, dependence = _evaluate(spec, stage, exported)
                 size = file.stat().st_size
                 invariant = dependence <= selection.BATCH_INVARIANCE_ATOL

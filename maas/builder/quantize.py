@@ -62,8 +62,24 @@ class Scheme:
         says what held."""
         return self.kind in ("weight-only", "per-token")
 
+    @property
+    def pad_to_multiple_of(self) -> int:
+        """The token-length multiple this scheme's graph is served with (the card's
+        inputs.pad_to_multiple_of). ONNX Runtime's MatMulNBits int8 kernel (accuracy level 4) runs
+        the rows of its input two at a time and an odd count's last row alone, and the lone row's
+        sums come out in another order: ~1e-6 apart in one 384x1536 MatMul, enough to flip int8
+        codes downstream (0.06 in MiniLM's hidden state). Measured on ONNX Runtime 1.32, AVX-512
+        VNNI, 1 and 2 threads: a row's answer changed only as the odd count's last row, and was
+        identical whatever row it was paired with. An even token length makes every batch's row
+        count even, so every row is paired and a text gets the same answer alone and in any batch
+        (selection.batch_dependence checks it on the build machine); it costs at most one
+        padding token per sub-batch."""
+        return 2 if self.kind == "weight-only" else 1
+
     def describe(self) -> dict:
         entry = {"name": self.name, "graph": self.graph, "batch_invariant": self.batch_invariant}
+        if self.pad_to_multiple_of > 1:
+            entry["pad_to_multiple_of"] = self.pad_to_multiple_of
         if self.kind == "dynamic":
             return entry | {
                 "method": "quantize_dynamic",

@@ -77,8 +77,9 @@ def batch_dependence(task, model, inputs: list) -> float:
 
     A scheme's `batch_invariant` is what its arithmetic promises; the build machine's kernels do
     not always keep it. ONNX Runtime 1.32's weight-only int8 (MatMulNBits, accuracy level 4) on an
-    AVX-512 VNNI CPU answers a lone unpadded text differently from the same text padded or beside
-    others (0.06 in MiniLM's hidden state), while on AVX2 it did not; so the card records what held.
+    AVX-512 VNNI CPU answered a text of an odd token count alone differently from the same text
+    padded or beside others (0.06 in MiniLM's hidden state) until the scheme was served padded to
+    an even length (quantize.Scheme.pad_to_multiple_of); so the card records what held.
     """
     batch, _, _ = workload(inputs, model.max_batch)
     together = task.served(model, batch)  # one request: the workload is within the serving limit

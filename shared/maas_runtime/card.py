@@ -46,6 +46,10 @@ class InputSpec:
     min: float | None = None
     max: float | None = None
     scale: float = 1.0
+    pad_to_multiple_of: int = 1
+    """Text: every batch's token length is padded up to a multiple of this. The build sets it
+    where the chosen graph's kernels answer a row differently by where it falls in the batch
+    (maas.builder.quantize.Scheme.pad_to_multiple_of); 1 pads to the longest input only."""
 
     def __post_init__(self):
         needed = {"text": ("tokenizer", "max_sequence_length"), "image": ("shape", "min", "max")}.get(self.type)
@@ -54,6 +58,13 @@ class InputSpec:
         for name in needed:
             if getattr(self, name) is None:
                 raise ArtifactError(f"model card: inputs.{name} is required for {self.type} inputs")
+        multiple = self.pad_to_multiple_of
+        if multiple < 1:
+            raise ArtifactError(f"model card: inputs.pad_to_multiple_of must be at least 1, got {multiple}")
+        if self.type == "text" and self.max_sequence_length % multiple:
+            # A text truncated to the maximum would otherwise be padded past it.
+            raise ArtifactError(f"model card: inputs.max_sequence_length ({self.max_sequence_length}) is not a "
+                                f"multiple of inputs.pad_to_multiple_of ({multiple})")
 
 
 @dataclass(frozen=True)

@@ -9,17 +9,24 @@ from tokenizers import Tokenizer
 
 
 class TextEncoder:
-    def __init__(self, tokenizer_path: str | os.PathLike, max_length: int):
+    def __init__(self, tokenizer_path: str | os.PathLike, max_length: int, pad_to_multiple_of: int = 1):
         self.max_length = max_length
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         # Shipped tokenizer.json files often pad every input to a fixed length: pad to the
-        # longest input of the batch instead, so a short request pays for short inputs. Always
-        # on the right: length-aware batching cuts a sub-batch's rows to their longest.
+        # longest input of the batch instead (rounded up to the card's inputs.pad_to_multiple_of),
+        # so a short request pays for short inputs. Always on the right: length-aware batching
+        # cuts a sub-batch's rows to their longest (`width`).
         pad = self.tokenizer.padding or {}
         self.tokenizer.enable_padding(
-            pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"), length=None, direction="right"
+            pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"), length=None, direction="right",
+            pad_to_multiple_of=pad_to_multiple_of if pad_to_multiple_of > 1 else None,
         )
         self.tokenizer.enable_truncation(max_length=max_length)
+
+    def width(self, longest: int) -> int:
+        """The token length a batch whose longest input has `longest` tokens is padded to."""
+        return -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
 
     def encode(self, texts: list[str]) -> tuple[dict[str, np.ndarray], int]:
         """Model feeds for a batch, and how many of its texts were truncated."""

@@ -161,6 +161,32 @@ def test_per_token_int8_answers_a_text_alike_in_any_batch(fp32_graph, smoothed_a
     assert moved["smoothquant"] > 1e-4  # the contrast: one range per batch moves the vectors
 
 
+def test_weight_only_int8_answers_a_text_alike_in_any_batch_padded_to_its_multiple(fp32_graph, tmp_path):
+    """MatMulNBits' int8 kernel runs rows in pairs and an odd count's last row alone (another
+    summation order): served with the token length padded to the scheme's multiple, the same text
+    gets the same vector bit for bit alone and beside any others, odd and even lengths alike."""
+    scheme = quantize.WEIGHT_ONLY[0]
+    assert scheme.batch_invariant and scheme.pad_to_multiple_of == 2
+    target = tmp_path / "weight-only.onnx"
+    quantize.quantize(scheme, fp32_graph[0], target)
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    encoder = TextEncoder(fp32_graph[1], 256, scheme.pad_to_multiple_of)
+    task = build_task("embedding")
+
+    def vectors(texts):
+        feeds, _ = encoder.encode(texts)
+        assert feeds["input_ids"].shape[1] % 2 == 0
+        out = session.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+        return task.reference(out, feeds)
+
+    tokens = [sum(encoder.tokenizer.encode(t).attention_mask) for t in HELD_OUT[:4]]
+    assert {n % 2 for n in tokens} == {0, 1}  # odd and even lengths, each padded beside longer ones
+    alone = np.concatenate([vectors([t]) for t in HELD_OUT[:4]])
+    assert float(np.abs(alone - vectors(HELD_OUT)[:4]).max()) == 0.0
+    assert float(np.abs(alone - vectors(HELD_OUT[:4][::-1])[::-1]).max()) == 0.0
+
+
 def test_per_token_weights_match_the_dynamic_quantizer():
     """Per output column uint8 with zero point, as quantize_dynamic(per_channel=True, QUInt8) stores them."""
     w = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)

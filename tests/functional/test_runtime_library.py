@@ -97,6 +97,9 @@ def test_card_with_path_tricks_is_refused(built, tmp_path):
         (lambda c: c["serving"].update(max_batch="32"), "card.serving.max_batch must be an integer"),
         (lambda c: c.update(deploy={}), "unknown field(s) deploy"),
         (lambda c: c.pop("task"), "missing task"),
+        (lambda c: c["inputs"].update(pad_to_multiple_of=0), "inputs.pad_to_multiple_of must be at least 1, got 0"),
+        (lambda c: c["inputs"].update(pad_to_multiple_of=3),
+         "inputs.max_sequence_length (256) is not a multiple of inputs.pad_to_multiple_of (3)"),
     ],
 )
 def test_card_is_typed_and_versioned(built, tmp_path, edit, message):
@@ -186,6 +189,8 @@ def test_length_aware_batching_answers_as_one_batch_would_in_request_order(minil
     for request in requests(texts, 32):
         prepared = task.prepare(request, {})
         assert len(prepared.parts) > 1  # this request really was cut
+        multiple = minilm.card.inputs.pad_to_multiple_of  # as the build chose for its graph
+        assert all(p.feeds["input_ids"].shape[1] % multiple == 0 for _, p in prepared.parts)
         assert sorted(np.concatenate([rows for rows, _ in prepared.parts]).tolist()) == list(range(32))
         answer = minilm.predict(request)
         default, task.batching = task.batching, BATCHING_POLICIES["one-batch"]

