@@ -147,6 +147,25 @@ def _evaluate(spec: ModelSpec, folder: Path, exported: Exported) -> tuple[Parity
         drop_sessions()
 
 
+def _side_by_side(spec: ModelSpec, passing: list, inputs: list) -> None:
+    """Re-time the passing candidates against each other (selection.side_by_side) and record those
+    figures as their latency, which the choice ranks."""
+    from maas_runtime.session import drop_sessions
+
+    t = time.perf_counter()
+    models = [Model(stage) for _, stage, _, _ in passing]
+    try:
+        figures = selection.side_by_side(models, inputs)
+    finally:
+        del models
+        drop_sessions()
+    for (entry, *_), latency in zip(passing, figures):
+        entry["latency"] = latency
+    shown = ", ".join(f"{e['name']} {e['latency']['mixed_batch_ms']} ms" for e, *_ in passing)
+    _log(spec.name, f"  side by side ({selection.ROUNDS_SIDE_BY_SIDE} interleaved rounds, mixed batch): {shown} "
+                    f"({time.perf_counter() - t:.1f}s)")
+
+
 def _reusable(folder: Path, key: str) -> ModelCard | None:
     try:
         card = verify_artifact(folder)
@@ -300,6 +319,8 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
             best = max(measured, key=lambda m: m[3].score)[0] if measured else None
             detail = "; ".join(best["failures"]) if best else "no candidate could be produced"
             raise BuildError(f"{spec.name}: no optimized candidate meets the manifest's thresholds (best: {best['name'] if best else '-'}: {detail})")
+        if len(passing) > 1:
+            _side_by_side(spec, passing, exported.eval_inputs)
         chosen_entry, reason = selection.choose([m[0] for m in passing], spec.optimization.prefer)
         chosen, stage, staged, result = next(m for m in passing if m[0] is chosen_entry)
         _log(spec.name, f"  chose {chosen['name']}: {reason}")

@@ -17,6 +17,9 @@ import numpy as np
 BATCH = 32
 ROUNDS_BATCH = 3
 ROUNDS_SINGLE = 10
+ROUNDS_SIDE_BY_SIDE = 7
+"""Interleaved rounds in which the passing candidates are re-timed against each other (`side_by_side`)."""
+SINGLES_PER_ROUND = 3
 
 MAX_SIZE_PREMIUM = 0.15
 """prefer = "speed": a passing candidate more than 15% larger than the smallest passing one is not
@@ -42,7 +45,9 @@ def workload(inputs: list, max_batch: int = BATCH) -> tuple[list, object, str]:
     words = (
         f"mixed_batch: one request of {len(batch)} evaluation inputs (every {step}th of {len(inputs)}, in order, "
         f"lengths mixed), median of {ROUNDS_BATCH} rounds on the session parity warmed; batch1: the middle evaluation "
-        f"input alone, median of {ROUNDS_SINGLE}; through maas_runtime.Model.predict, the build machine's threads"
+        f"input alone, median of {ROUNDS_SINGLE}; through maas_runtime.Model.predict, the build machine's threads; "
+        f"the passing candidates then re-timed side by side (both requests, each candidate in turn, "
+        f"{ROUNDS_SIDE_BY_SIDE} rounds), which is what their latency records and the choice ranks"
     )
     return batch, single, words
 
@@ -55,7 +60,7 @@ def _median_ms(call, rounds: int, warmup: int) -> float:
         started = time.perf_counter()
         call()
         times.append(time.perf_counter() - started)
-    return round(float(np.median(times)) * 1000, 3)
+    return _ms(times)
 
 
 def latency(model, inputs: list) -> dict:
@@ -67,6 +72,38 @@ def latency(model, inputs: list) -> dict:
         "mixed_batch_ms": _median_ms(lambda: model.predict(batch), ROUNDS_BATCH, 0),
         "batch1_ms": _median_ms(lambda: model.predict([single]), ROUNDS_SINGLE, 3),
     }
+
+
+def side_by_side(models: list, inputs: list) -> list[dict]:
+    """`latency`'s figures for each of `models`, timed against each other: round by round, each
+    model's mixed request and then its batch-1 input (SINGLES_PER_ROUND times) in turn (in reverse
+    order every other round), medians over ROUNDS_SIDE_BY_SIDE rounds.
+
+    A candidate's first figures are taken right after its own quantization and parity, a minute or
+    more from the others', on a machine whose speed drifts: on this project's shared 2-core build
+    machine the same fused weight-only MiniLM graph measured 117, 114 and 149 ms for the mixed
+    batch in three builds. Interleaved, a drift touches every candidate alike, so the build ranks
+    the passing candidates on these."""
+    batch, single, _ = workload(inputs, min(m.max_batch for m in models))
+    times = [([], []) for _ in models]
+    for model in models:  # each session has run other shapes since its first figures
+        model.predict(batch)
+        model.predict([single])
+    turns = list(zip(models, times))
+    for round_ in range(ROUNDS_SIDE_BY_SIDE):
+        for model, (mixed, singles) in turns if round_ % 2 == 0 else turns[::-1]:
+            started = time.perf_counter()
+            model.predict(batch)
+            mixed.append(time.perf_counter() - started)
+            for _ in range(SINGLES_PER_ROUND):
+                started = time.perf_counter()
+                model.predict([single])
+                singles.append(time.perf_counter() - started)
+    return [{"mixed_batch": len(batch), "mixed_batch_ms": _ms(mixed), "batch1_ms": _ms(singles)} for mixed, singles in times]
+
+
+def _ms(seconds: list[float]) -> float:
+    return round(float(np.median(seconds)) * 1000, 3)
 
 
 def batch_dependence(task, model, inputs: list) -> float:

@@ -213,7 +213,7 @@ def test_card_records_every_candidate_with_latency(built):
     assert not dynamic["batch_invariant"] and dynamic["batch_dependence"] > BATCH_INVARIANCE_ATOL
     chosen = next(c for c in report.candidates if c["name"] == report.chosen)
     assert chosen["passed"] and report.prefer == "speed" and report.reason
-    assert "mixed_batch: one request of 32" in report.latency_workload
+    assert "mixed_batch: one request of 32" in report.latency_workload and "re-timed side by side" in report.latency_workload
     assert report.calibration["inputs"] and len(report.calibration["most_sensitive"]) == quantize.MAX_EXCLUDED
     # each smoothed series stops at its first passing candidate
     for kind in ("smoothquant", "per-token"):

@@ -4,6 +4,7 @@ import pytest
 
 from maas_runtime.tasks.base import Prediction
 
+from maas.builder import selection
 from maas.builder.selection import BATCH_INVARIANCE_ATOL, MAX_SIZE_PREMIUM, SPEED_TIE, batch_dependence, choose, workload
 from maas.builder.tasks import build_task
 
@@ -109,3 +110,32 @@ def test_a_scheme_measured_batch_dependent_loses_to_an_invariant_one_and_the_rea
     assert "measured on the build machine: an input alone differs by up to 0.0078" in reason
     chosen, reason = choose([per_tensor, entry("fused-per-token-int8-x0", 23.5, 180.0)])
     assert "activations quantized per batch" in reason
+
+
+def test_side_by_side_times_the_candidates_in_turn_round_by_round(monkeypatch):
+    """GIVEN two candidates whose calls take known times on a clock that only they advance
+    WHEN they are re-timed side by side
+    THEN each gets its own medians, and their calls alternate within every round (drift hits both)."""
+    clock, calls = [0.0], []
+    monkeypatch.setattr(selection.time, "perf_counter", lambda: clock[0])
+
+    class Timed:
+        max_batch = 32
+
+        def __init__(self, name, batch_s, single_s):
+            self.name, self.batch_s, self.single_s = name, batch_s, single_s
+
+        def predict(self, inputs, parameters=None):
+            calls.append((self.name, len(inputs)))
+            clock[0] += self.batch_s if len(inputs) > 1 else self.single_s
+
+    texts = [f"text {i}" for i in range(240)]
+    fast, slow = Timed("fast", 0.100, 0.002), Timed("slow", 0.150, 0.003)
+    figures = selection.side_by_side([fast, slow], texts)
+    assert figures == [{"mixed_batch": 32, "mixed_batch_ms": 100.0, "batch1_ms": 2.0},
+                       {"mixed_batch": 32, "mixed_batch_ms": 150.0, "batch1_ms": 3.0}]
+    timed = calls[4:]  # after one warm-up pair each
+    per_turn = 1 + selection.SINGLES_PER_ROUND
+    turns = [timed[i][0] for i in range(0, len(timed), per_turn)]
+    assert turns == ["fast", "slow", "slow", "fast"] * (selection.ROUNDS_SIDE_BY_SIDE // 2) + ["fast", "slow"] * (selection.ROUNDS_SIDE_BY_SIDE % 2)
+    assert all(timed[i][1] == 32 for i in range(0, len(timed), per_turn))
