@@ -149,7 +149,8 @@ def _evaluate(spec: ModelSpec, folder: Path, exported: Exported) -> tuple[Parity
 
 def _side_by_side(spec: ModelSpec, passing: list, inputs: list) -> None:
     """Re-time the passing candidates against each other (selection.side_by_side) and record those
-    figures as their latency, which the choice ranks."""
+    figures as their latency, which the choice ranks and the card's latency_workload describes (a
+    lone passing candidate too, so that its figures are taken the way the card says)."""
     from maas_runtime.session import drop_sessions
 
     t = time.perf_counter()
@@ -319,8 +320,7 @@ def build_model(manifest: Manifest, spec: ModelSpec, *, force: bool = False) -> 
             best = max(measured, key=lambda m: m[3].score)[0] if measured else None
             detail = "; ".join(best["failures"]) if best else "no candidate could be produced"
             raise BuildError(f"{spec.name}: no optimized candidate meets the manifest's thresholds (best: {best['name'] if best else '-'}: {detail})")
-        if len(passing) > 1:
-            _side_by_side(spec, passing, exported.eval_inputs)
+        _side_by_side(spec, passing, exported.eval_inputs)
         chosen_entry, reason = selection.choose([m[0] for m in passing], spec.optimization.prefer)
         chosen, stage, staged, result = next(m for m in passing if m[0] is chosen_entry)
         _log(spec.name, f"  chose {chosen['name']}: {reason}")

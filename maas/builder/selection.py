@@ -55,12 +55,13 @@ def workload(inputs: list, max_batch: int = BATCH) -> tuple[list, object, str]:
 def _median_ms(call, rounds: int, warmup: int) -> float:
     for _ in range(warmup):
         call()
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return _ms(times)
+    return _ms([_seconds(call) for _ in range(rounds)])
+
+
+def _seconds(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
 
 
 def latency(model, inputs: list) -> dict:
@@ -92,13 +93,8 @@ def side_by_side(models: list, inputs: list) -> list[dict]:
     turns = list(zip(models, times))
     for round_ in range(ROUNDS_SIDE_BY_SIDE):
         for model, (mixed, singles) in turns if round_ % 2 == 0 else turns[::-1]:
-            started = time.perf_counter()
-            model.predict(batch)
-            mixed.append(time.perf_counter() - started)
-            for _ in range(SINGLES_PER_ROUND):
-                started = time.perf_counter()
-                model.predict([single])
-                singles.append(time.perf_counter() - started)
+            mixed.append(_seconds(lambda: model.predict(batch)))
+            singles.extend(_seconds(lambda: model.predict([single])) for _ in range(SINGLES_PER_ROUND))
     return [{"mixed_batch": len(batch), "mixed_batch_ms": _ms(mixed), "batch1_ms": _ms(singles)} for mixed, singles in times]
 
 
